@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages sip-tests/run needs (run as root).
+# Does nothing when all of them are installed already.
+#   sip-tester     SIPp 3.6 (with pcap play)
+#   baresip-core   baresip + the aufile, sndfile, ctrl_tcp, g711, srtp modules
+#   sox            tone WAVs for the baresip callers
+#   python3, python3-numpy   pcap generator, SIPp CSV summary, FFT audio check
+#   iproute2       ss (port checks)
+#   coreutils      timeout
+# The bridge itself is built with cargo (Rust toolchain, not installed here).
+set -euo pipefail
+PKGS=(sip-tester baresip-core sox python3 python3-numpy iproute2 coreutils)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} = 0 ]; then
+  echo "sip-tests/install.sh: all packages present (${PKGS[*]})"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "sip-tests/install.sh: must run as root to install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "sip-tests/install.sh: installing ${missing[*]}"
+apt-get -o DPkg::Lock::Timeout=300 update -q
+apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"

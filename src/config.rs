@@ -1,0 +1,666 @@
+//! The admin config file (TOML): schema, defaults and validation.
+//!
+//! The file is parsed once into an immutable [`Config`]; every error names the key and
+//! the line it stands on. Sections that later features fill (`[tls]`, `[[trunk]]`,
+//! `[cluster]`, `media.encryption`) have their place in the schema already, so adding
+//! them does not break existing files. Unknown keys are errors: a typo must not
+//! silently fall back to a default.
+
+use crate::room::pin::PinHash;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Everything that can be wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error or a value of the wrong type; the message carries line and column.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line, column and the offending key).
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}:{line}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+        /// Dotted key, e.g. `room[0].pin`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SIP listeners.
+    pub sip: SipConfig,
+    /// Media (RTP) settings.
+    pub media: MediaConfig,
+    /// Mixer settings.
+    pub mixer: MixerConfig,
+    /// PIN entry (IVR) settings.
+    pub ivr: IvrConfig,
+    /// Prompt files.
+    pub prompts: PromptsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Conference rooms.
+    pub rooms: Vec<RoomConfig>,
+}
+
+/// SIP listeners and transaction settings.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// UDP listen addresses.
+    pub udp: Vec<SocketAddr>,
+    /// Largest datagram or message accepted, in bytes (checked before parsing).
+    pub max_message_size: usize,
+    /// Most header lines accepted in one message (checked before typed parsing).
+    pub max_headers: usize,
+}
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Address the RTP sockets bind to.
+    pub rtp_address: IpAddr,
+    /// Address written into SDP (defaults to `rtp_address`).
+    pub public_address: IpAddr,
+    /// First port of the RTP range (inclusive).
+    pub rtp_port_min: u16,
+    /// Last port of the RTP range (inclusive).
+    pub rtp_port_max: u16,
+    /// Seconds without any RTP before a call is treated as gone.
+    pub rtp_timeout_secs: u64,
+    /// Fixed jitter-buffer delay in milliseconds.
+    pub jitter_delay_ms: u32,
+    /// Codecs offered and accepted, in order of preference.
+    pub codecs: Vec<Codec>,
+    /// Media encryption policy (only `off` exists until SRTP lands).
+    pub encryption: Encryption,
+}
+
+/// An audio codec the bridge speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// G.711 µ-law, static payload type 0.
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+}
+
+/// What the bridge demands of a caller's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// Plain RTP only (until SRTP lands, the only value accepted).
+    Off,
+}
+
+/// Mixer settings.
+#[derive(Debug, Clone)]
+pub struct MixerConfig {
+    /// Tick length in milliseconds (20).
+    pub interval_ms: u32,
+    /// Worker threads that own rooms; 0 means one per core.
+    pub shards: usize,
+}
+
+/// PIN entry settings.
+#[derive(Debug, Clone)]
+pub struct IvrConfig {
+    /// Wrong PINs allowed per call before the goodbye.
+    pub pin_tries: u8,
+    /// Seconds of silence on the keypad before an entry is taken as finished.
+    pub digit_timeout_secs: u64,
+    /// Most digits one entry may have.
+    pub max_pin_digits: usize,
+}
+
+/// Prompt language and files.
+#[derive(Debug, Clone)]
+pub struct PromptsConfig {
+    /// `de` or `en`.
+    pub language: Language,
+    /// Directory holding `de/` and `en/` (relative paths are taken from the config file's directory).
+    pub directory: PathBuf,
+}
+
+/// A prompt language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// German.
+    De,
+    /// English.
+    En,
+}
+
+impl Language {
+    /// The directory name of this language's prompts.
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::De => "de",
+            Language::En => "en",
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: tracing::Level,
+}
+
+/// One conference room.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Operator's name for the room (never logged).
+    pub id: String,
+    /// argon2id hash of the room PIN.
+    pub pin: PinHash,
+    /// Most members at once (0: no limit).
+    pub max_participants: usize,
+}
+
+// ---- raw file schema -------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sip: RawSip,
+    #[serde(default)]
+    media: RawMedia,
+    #[serde(default)]
+    mixer: RawMixer,
+    #[serde(default)]
+    ivr: RawIvr,
+    #[serde(default)]
+    prompts: RawPrompts,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default, rename = "room")]
+    rooms: Vec<RawRoom>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    #[serde(default = "default_udp")]
+    udp: Vec<Spanned<String>>,
+    #[serde(default = "default_max_message")]
+    max_message_size: usize,
+    #[serde(default = "default_max_headers")]
+    max_headers: usize,
+}
+
+impl Default for RawSip {
+    fn default() -> Self {
+        RawSip {
+            udp: default_udp(),
+            max_message_size: default_max_message(),
+            max_headers: default_max_headers(),
+        }
+    }
+}
+
+fn default_udp() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "127.0.0.1:5060".to_string())]
+}
+fn default_max_message() -> usize {
+    // RFC 3261 §18.1.1 keeps UDP requests under the path MTU; larger ones are rare
+    // and 16 KiB leaves room for big SDP while bounding parse cost.
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    #[serde(default = "default_rtp_address")]
+    rtp_address: Spanned<String>,
+    #[serde(default)]
+    public_address: Option<Spanned<String>>,
+    #[serde(default = "default_rtp_ports")]
+    rtp_ports: Spanned<String>,
+    #[serde(default = "default_rtp_timeout")]
+    rtp_timeout_secs: u64,
+    #[serde(default = "default_jitter")]
+    jitter_delay_ms: Spanned<u32>,
+    #[serde(default = "default_codecs")]
+    codecs: Spanned<Vec<Codec>>,
+    #[serde(default = "default_encryption")]
+    encryption: Encryption,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            rtp_address: default_rtp_address(),
+            public_address: None,
+            rtp_ports: default_rtp_ports(),
+            rtp_timeout_secs: default_rtp_timeout(),
+            jitter_delay_ms: default_jitter(),
+            codecs: default_codecs(),
+            encryption: default_encryption(),
+        }
+    }
+}
+
+fn default_rtp_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1".to_string())
+}
+fn default_rtp_ports() -> Spanned<String> {
+    Spanned::new(0..0, "30000-30999".to_string())
+}
+fn default_rtp_timeout() -> u64 {
+    30
+}
+fn default_jitter() -> Spanned<u32> {
+    Spanned::new(0..0, 40)
+}
+fn default_codecs() -> Spanned<Vec<Codec>> {
+    Spanned::new(0..0, vec![Codec::Pcma, Codec::Pcmu])
+}
+fn default_encryption() -> Encryption {
+    Encryption::Off
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMixer {
+    #[serde(default = "default_interval")]
+    interval_ms: Spanned<u32>,
+    #[serde(default)]
+    shards: usize,
+}
+
+impl Default for RawMixer {
+    fn default() -> Self {
+        RawMixer {
+            interval_ms: default_interval(),
+            shards: 0,
+        }
+    }
+}
+
+fn default_interval() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIvr {
+    #[serde(default = "default_tries")]
+    pin_tries: Spanned<u8>,
+    #[serde(default = "default_digit_timeout")]
+    digit_timeout_secs: u64,
+    #[serde(default = "default_max_digits")]
+    max_pin_digits: usize,
+}
+
+impl Default for RawIvr {
+    fn default() -> Self {
+        RawIvr {
+            pin_tries: default_tries(),
+            digit_timeout_secs: default_digit_timeout(),
+            max_pin_digits: default_max_digits(),
+        }
+    }
+}
+
+fn default_tries() -> Spanned<u8> {
+    Spanned::new(0..0, 3)
+}
+fn default_digit_timeout() -> u64 {
+    10
+}
+fn default_max_digits() -> usize {
+    32
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrompts {
+    #[serde(default = "default_language")]
+    language: Language,
+    #[serde(default = "default_prompt_dir")]
+    directory: String,
+}
+
+impl Default for RawPrompts {
+    fn default() -> Self {
+        RawPrompts {
+            language: default_language(),
+            directory: default_prompt_dir(),
+        }
+    }
+}
+
+fn default_language() -> Language {
+    Language::De
+}
+fn default_prompt_dir() -> String {
+    "../prompts".to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_level")]
+    level: Spanned<String>,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> Spanned<String> {
+    Spanned::new(0..0, "info".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoom {
+    id: Spanned<String>,
+    pin: Spanned<String>,
+    #[serde(default)]
+    max_participants: usize,
+}
+
+// ---- loading and validation ---------------------------------------------------------
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses and validates config text; `path` is used in messages, `base` resolves relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let v = Validator { text, path };
+
+        let mut udp = Vec::new();
+        for (i, a) in raw.sip.udp.iter().enumerate() {
+            udp.push(v.parse::<SocketAddr>(a, &format!("sip.udp[{i}]"), "an address like 127.0.0.1:5060")?);
+        }
+        if udp.is_empty() {
+            return Err(v.invalid(0..0, "sip.udp", "at least one listen address is needed"));
+        }
+
+        let rtp_address = v.parse::<IpAddr>(&raw.media.rtp_address, "media.rtp_address", "an IP address")?;
+        let public_address = match &raw.media.public_address {
+            Some(a) => v.parse::<IpAddr>(a, "media.public_address", "an IP address")?,
+            None => rtp_address,
+        };
+        if public_address.is_unspecified() {
+            return Err(v.invalid(
+                raw.media.rtp_address.span(),
+                "media.public_address",
+                "an unspecified address cannot be put in SDP; set media.public_address",
+            ));
+        }
+        let (rtp_port_min, rtp_port_max) = parse_port_range(raw.media.rtp_ports.get_ref())
+            .ok_or_else(|| {
+                v.invalid(
+                    raw.media.rtp_ports.span(),
+                    "media.rtp_ports",
+                    "expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports",
+                )
+            })?;
+        let jitter = *raw.media.jitter_delay_ms.get_ref();
+        if !(20..=200).contains(&jitter) {
+            return Err(v.invalid(
+                raw.media.jitter_delay_ms.span(),
+                "media.jitter_delay_ms",
+                "must be between 20 and 200",
+            ));
+        }
+        if raw.media.codecs.get_ref().is_empty() {
+            return Err(v.invalid(raw.media.codecs.span(), "media.codecs", "name at least one codec"));
+        }
+        if raw.media.rtp_timeout_secs == 0 {
+            return Err(v.invalid(0..0, "media.rtp_timeout_secs", "must be at least 1"));
+        }
+
+        if *raw.mixer.interval_ms.get_ref() != 20 {
+            return Err(v.invalid(
+                raw.mixer.interval_ms.span(),
+                "mixer.interval_ms",
+                "only 20 is supported so far",
+            ));
+        }
+        if *raw.ivr.pin_tries.get_ref() == 0 {
+            return Err(v.invalid(raw.ivr.pin_tries.span(), "ivr.pin_tries", "must be at least 1"));
+        }
+
+        let level = match raw.log.level.get_ref().as_str() {
+            "error" => tracing::Level::ERROR,
+            "warn" => tracing::Level::WARN,
+            "info" => tracing::Level::INFO,
+            "debug" => tracing::Level::DEBUG,
+            "trace" => tracing::Level::TRACE,
+            _ => {
+                return Err(v.invalid(
+                    raw.log.level.span(),
+                    "log.level",
+                    "one of error, warn, info, debug, trace",
+                ))
+            }
+        };
+
+        let mut rooms: Vec<RoomConfig> = Vec::new();
+        for (i, r) in raw.rooms.iter().enumerate() {
+            let id = r.id.get_ref().trim().to_string();
+            if id.is_empty() {
+                return Err(v.invalid(r.id.span(), &format!("room[{i}].id"), "must not be empty"));
+            }
+            if rooms.iter().any(|o| o.id == id) {
+                return Err(v.invalid(r.id.span(), &format!("room[{i}].id"), "another room has this id"));
+            }
+            let pin = PinHash::parse(r.pin.get_ref()).map_err(|e| {
+                v.invalid(
+                    r.pin.span(),
+                    &format!("room[{i}].pin"),
+                    &format!("{e}; make one with `sotto hash-pin`"),
+                )
+            })?;
+            if rooms.iter().any(|o| o.pin.same_hash(&pin)) {
+                return Err(v.invalid(
+                    r.pin.span(),
+                    &format!("room[{i}].pin"),
+                    "two rooms have the same PIN hash; every room needs its own PIN",
+                ));
+            }
+            rooms.push(RoomConfig {
+                id,
+                pin,
+                max_participants: r.max_participants,
+            });
+        }
+
+        let directory = {
+            let d = PathBuf::from(&raw.prompts.directory);
+            if d.is_absolute() {
+                d
+            } else {
+                base.join(d)
+            }
+        };
+
+        Ok(Config {
+            sip: SipConfig {
+                udp,
+                max_message_size: raw.sip.max_message_size.clamp(1024, 65_535),
+                max_headers: raw.sip.max_headers.clamp(16, 1000),
+            },
+            media: MediaConfig {
+                rtp_address,
+                public_address,
+                rtp_port_min,
+                rtp_port_max,
+                rtp_timeout_secs: raw.media.rtp_timeout_secs,
+                jitter_delay_ms: jitter,
+                codecs: raw.media.codecs.into_inner(),
+                encryption: raw.media.encryption,
+            },
+            mixer: MixerConfig {
+                interval_ms: 20,
+                shards: raw.mixer.shards,
+            },
+            ivr: IvrConfig {
+                pin_tries: *raw.ivr.pin_tries.get_ref(),
+                digit_timeout_secs: raw.ivr.digit_timeout_secs.max(1),
+                max_pin_digits: raw.ivr.max_pin_digits.clamp(4, 64),
+            },
+            prompts: PromptsConfig {
+                language: raw.prompts.language,
+                directory,
+            },
+            log: LogConfig { level },
+            rooms,
+        })
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, span: std::ops::Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn invalid(&self, span: std::ops::Range<usize>, key: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line_of(span),
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        value
+            .get_ref()
+            .trim()
+            .parse::<T>()
+            .map_err(|_| self.invalid(value.span(), key, &format!("expected {expected}")))
+    }
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-')?;
+    let min: u16 = a.trim().parse().ok()?;
+    let max: u16 = b.trim().parse().ok()?;
+    (min >= 1024 && max <= 65_534 && min < max && max - min >= 3).then_some((min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A cheap hash (m=8 KiB, t=1) so that tests do not spend seconds in argon2.
+    const TEST_HASH: &str = "$argon2id$v=19$m=8,t=1,p=1$c290dG90ZXN0c2FsdA$0SvIIwKhkKqW4lVpYQxUbCw8qHj8u0cRXYFsPN6AqKA";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"), Path::new("/etc/sotto"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sip.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!((c.media.rtp_port_min, c.media.rtp_port_max), (30000, 30999));
+        assert_eq!(c.prompts.language, Language::De);
+        assert_eq!(c.prompts.directory, PathBuf::from("/etc/sotto/../prompts"));
+        assert_eq!(c.ivr.pin_tries, 3);
+        assert!(c.rooms.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = parse("[media]\nrtp_address = \"127.0.0.1\"\nrtp_prots = \"1-2\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("rtp_prots"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let e = parse("\n\n[media]\nrtp_ports = \"5000-4000\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:4: `media.rtp_ports`: expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports"
+        );
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\", \"nonsense\"]\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:2: `sip.udp[1]`"), "{e}");
+    }
+
+    #[test]
+    fn room_pin_must_be_a_hash() {
+        let e = parse("[[room]]\nid = \"a\"\npin = \"1234\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:3: `room[0].pin`"), "{e}");
+        let ok = parse(&format!("[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n")).unwrap();
+        assert_eq!(ok.rooms.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_rooms_are_refused() {
+        let text = format!(
+            "[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.to_string().contains("room[1].id"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let c = Config::load(&dir.join("sotto.toml")).unwrap();
+        assert_eq!(c.rooms.len(), 1);
+        assert!(c.rooms[0].pin.verify(b"31415926"));
+    }
+}

@@ -1,0 +1,12 @@
+//! sotto: a private telephone conference bridge.
+//!
+//! The protocol core (`sip`, `media`, `mixer`, `room`, `conference`) is sans-IO: it
+//! takes bytes and time and returns bytes, events and deadlines. The `io` module holds
+//! the thin tokio and thread edges that own sockets and clocks; `server` wires them.
+
+pub mod config;
+pub mod media;
+pub mod mixer;
+pub mod redact;
+pub mod room;
+pub mod sip;

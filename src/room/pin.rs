@@ -1,0 +1,240 @@
+//! Room PINs: argon2id hashes in the config, and the lookup from typed digits to a room.
+//!
+//! A caller types a PIN without saying which room it is for, so the PIN itself selects
+//! the room. Hashing the attempt once per room would make each wrong guess cost
+//! more CPU the more rooms there are (and leak, through timing, how many exist). The
+//! [`PinIndex`] therefore groups rooms by their hash parameters and salt: one argon2
+//! run per group, then a constant-time comparison against every hash in the group.
+//! `sotto hash-pin --salt` lets an operator give all rooms one salt, so an attempt costs
+//! exactly one argon2 run whatever the number of rooms.
+
+use argon2::password_hash::{PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+/// Why a PIN hash string or a PIN was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PinError {
+    /// Not a PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`).
+    #[error("not an argon2id hash string")]
+    NotAHash,
+    /// Another algorithm than argon2id, or another version than 0x13.
+    #[error("only argon2id version 19 hashes are accepted")]
+    WrongAlgorithm,
+    /// The parameters are outside what argon2 accepts.
+    #[error("argon2 parameters out of range")]
+    BadParams,
+    /// A PIN must be digits only.
+    #[error("a PIN is made of the digits 0-9 only")]
+    NotDigits,
+    /// Too short to resist guessing.
+    #[error("a PIN needs at least {0} digits")]
+    TooShort(usize),
+    /// The salt could not be used.
+    #[error("the salt must be 8 to 48 bytes of base64 without padding")]
+    BadSalt,
+}
+
+/// Shortest PIN `hash-pin` accepts: 6 digits (1,000,000 combinations).
+pub const MIN_PIN_DIGITS: usize = 6;
+
+/// A parsed argon2id PIN hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PinHash {
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for PinHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinHash(<redacted>)")
+    }
+}
+
+impl PinHash {
+    /// Parses a PHC string as written by `sotto hash-pin`.
+    pub fn parse(s: &str) -> Result<PinHash, PinError> {
+        let phc = PasswordHash::new(s.trim()).map_err(|_| PinError::NotAHash)?;
+        if phc.algorithm.as_str() != "argon2id" || phc.version.unwrap_or(0x13) != 0x13 {
+            return Err(PinError::WrongAlgorithm);
+        }
+        let params = Params::try_from(&phc).map_err(|_| PinError::BadParams)?;
+        let salt = phc.salt.ok_or(PinError::NotAHash)?;
+        let mut salt_buf = [0u8; 64];
+        let salt = salt
+            .decode_b64(&mut salt_buf)
+            .map_err(|_| PinError::NotAHash)?
+            .to_vec();
+        let hash = phc.hash.ok_or(PinError::NotAHash)?.as_bytes().to_vec();
+        if hash.len() < 16 {
+            return Err(PinError::BadParams);
+        }
+        Ok(PinHash {
+            m_cost: params.m_cost(),
+            t_cost: params.t_cost(),
+            p_cost: params.p_cost(),
+            salt,
+            hash,
+        })
+    }
+
+    /// True when both hashes are the same string (two rooms with one PIN).
+    pub fn same_hash(&self, other: &PinHash) -> bool {
+        self == other
+    }
+
+    fn group_key(&self) -> (u32, u32, u32, usize, &[u8]) {
+        (self.m_cost, self.t_cost, self.p_cost, self.hash.len(), &self.salt)
+    }
+
+    fn derive(&self, pin: &[u8]) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(vec![0u8; self.hash.len()]);
+        // Parameters were validated in `parse`, so these cannot fail; if they did the
+        // attempt simply does not match.
+        if let Ok(params) = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(self.hash.len())) {
+            let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+            if a.hash_password_into(pin, &self.salt, &mut out).is_err() {
+                out.iter_mut().for_each(|b| *b = 0xff);
+            }
+        }
+        out
+    }
+
+    /// Checks one PIN against this hash (one argon2 run).
+    pub fn verify(&self, pin: &[u8]) -> bool {
+        constant_time_eq(&self.derive(pin), &self.hash)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Hashes a PIN for the config file; `salt` of `None` draws a random 16-byte salt.
+pub fn hash_pin(pin: &str, salt: Option<&str>) -> Result<String, PinError> {
+    let pin = pin.trim();
+    if pin.is_empty() || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PinError::NotDigits);
+    }
+    if pin.len() < MIN_PIN_DIGITS {
+        return Err(PinError::TooShort(MIN_PIN_DIGITS));
+    }
+    let salt = match salt {
+        Some(s) => SaltString::from_b64(s).map_err(|_| PinError::BadSalt)?,
+        None => SaltString::generate(&mut rand::rngs::OsRng),
+    };
+    use argon2::PasswordHasher;
+    // OWASP's argon2id recommendation (m = 19 MiB, t = 2, p = 1): about 20-40 ms a try
+    // on a server core, which bounds online and offline guessing together with the
+    // per-call and per-source limits.
+    let params = Params::new(19 * 1024, 2, 1, Some(32)).map_err(|_| PinError::BadParams)?;
+    let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let h = a
+        .hash_password(pin.as_bytes(), &salt)
+        .map_err(|_| PinError::BadSalt)?;
+    Ok(h.to_string())
+}
+
+/// Room lookup by PIN: one argon2 run per (parameters, salt) group.
+#[derive(Debug, Clone)]
+pub struct PinIndex {
+    groups: Vec<(PinHash, Vec<(usize, Vec<u8>)>)>,
+}
+
+impl PinIndex {
+    /// Builds the index over rooms' hashes; the position in `hashes` is the room index returned.
+    pub fn new<'a>(hashes: impl IntoIterator<Item = &'a PinHash>) -> PinIndex {
+        let mut groups: Vec<(PinHash, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        for (i, h) in hashes.into_iter().enumerate() {
+            match groups.iter_mut().find(|(g, _)| g.group_key() == h.group_key()) {
+                Some((_, members)) => members.push((i, h.hash.clone())),
+                None => groups.push((h.clone(), vec![(i, h.hash.clone())])),
+            }
+        }
+        PinIndex { groups }
+    }
+
+    /// Number of argon2 runs one attempt costs.
+    pub fn cost_per_attempt(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Returns the index of the room whose PIN this is; the work done does not depend on which room matches.
+    pub fn lookup(&self, pin: &[u8]) -> Option<usize> {
+        let mut found = None;
+        for (params, members) in &self.groups {
+            let derived = params.derive(pin);
+            for (room, hash) in members {
+                if constant_time_eq(&derived, hash) && found.is_none() {
+                    found = Some(*room);
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap_hash(pin: &str, salt: &[u8]) -> PinHash {
+        // Low-cost parameters keep the tests fast; the code path is the same.
+        let params = Params::new(8, 1, 1, Some(32)).unwrap();
+        let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::encode_b64(salt).unwrap();
+        use argon2::PasswordHasher;
+        PinHash::parse(&a.hash_password(pin.as_bytes(), &salt).unwrap().to_string()).unwrap()
+    }
+
+    #[test]
+    fn hash_pin_round_trip() {
+        let s = hash_pin("31415926", Some("c290dG90ZXN0c2FsdA")).unwrap();
+        assert!(s.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let h = PinHash::parse(&s).unwrap();
+        assert!(h.verify(b"31415926"));
+        assert!(!h.verify(b"31415927"));
+    }
+
+    #[test]
+    fn hash_pin_refuses_weak_input() {
+        assert_eq!(hash_pin("12345", None), Err(PinError::TooShort(6)));
+        assert_eq!(hash_pin("12a456", None), Err(PinError::NotDigits));
+        assert_eq!(hash_pin("", None), Err(PinError::NotDigits));
+        assert_eq!(hash_pin("123456", Some("!")), Err(PinError::BadSalt));
+    }
+
+    #[test]
+    fn parse_refuses_other_strings() {
+        assert_eq!(PinHash::parse("31415926"), Err(PinError::NotAHash));
+        assert_eq!(
+            PinHash::parse("$argon2i$v=19$m=8,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+            Err(PinError::WrongAlgorithm)
+        );
+        assert!(format!("{:?}", cheap_hash("123456", b"saltsalt")).contains("redacted"));
+    }
+
+    #[test]
+    fn index_finds_room_with_one_run_per_salt() {
+        let shared = b"sharedsalt";
+        let rooms = [
+            cheap_hash("11111111", shared),
+            cheap_hash("22222222", shared),
+            cheap_hash("33333333", b"othersalt"),
+        ];
+        let idx = PinIndex::new(rooms.iter());
+        assert_eq!(idx.cost_per_attempt(), 2);
+        assert_eq!(idx.lookup(b"22222222"), Some(1));
+        assert_eq!(idx.lookup(b"33333333"), Some(2));
+        assert_eq!(idx.lookup(b"11111111"), Some(0));
+        assert_eq!(idx.lookup(b"44444444"), None);
+        assert_eq!(idx.lookup(b""), None);
+    }
+}

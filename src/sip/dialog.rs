@@ -1,0 +1,154 @@
+//! SIP dialogs on the UAS side (RFC 3261 §12): identity, route set, CSeq and the BYE we send.
+
+use super::message::{random_token, HeaderAccess, HeaderMissing, Request};
+use crate::redact::CallToken;
+use ezk_sip_types::Name;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+/// Dialog identity as seen from our side (RFC 3261 §12: Call-ID, local tag, remote tag).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogKey {
+    /// Call-ID.
+    pub call_id: String,
+    /// Our tag (the To tag of requests we receive).
+    pub local_tag: String,
+    /// Their tag (the From tag of requests we receive).
+    pub remote_tag: String,
+}
+
+/// Where a dialog stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    /// INVITE received, not yet answered with a 2xx.
+    Early,
+    /// 2xx sent, waiting for the ACK.
+    Accepted,
+    /// ACK received.
+    Confirmed,
+}
+
+/// One call's dialog.
+#[derive(Debug)]
+pub struct Dialog {
+    /// The call's token.
+    pub token: CallToken,
+    /// Identity.
+    pub key: DialogKey,
+    /// State.
+    pub state: DialogState,
+    /// The To header value of the INVITE (our URI), without our tag.
+    local_header: String,
+    /// The From header value of the INVITE (their URI and tag).
+    remote_header: String,
+    /// Remote target: the Contact URI of the INVITE (RFC 3261 §12.1.1).
+    remote_target: String,
+    /// Route set from Record-Route, in the order received (RFC 3261 §12.1.1 for a UAS).
+    route_set: Vec<String>,
+    /// First hop if the route set names an IP literal.
+    first_hop: Option<SocketAddr>,
+    /// Highest CSeq seen from the remote side.
+    pub remote_cseq: u32,
+    /// Our CSeq for requests we send.
+    local_cseq: u32,
+    /// Where the INVITE came from: our requests go back there unless a route says otherwise.
+    pub peer: SocketAddr,
+    /// o= session id of our SDP.
+    pub sdp_session: u64,
+    /// o= version of our SDP.
+    pub sdp_version: u64,
+}
+
+impl Dialog {
+    /// Builds the dialog state from the initial INVITE (UAS side).
+    pub fn from_invite(
+        token: CallToken,
+        req: &Request,
+        source: SocketAddr,
+    ) -> Result<Dialog, HeaderMissing> {
+        let call_id = req.call_id()?.to_string();
+        let from = req.from()?;
+        let remote_tag = from
+            .tag
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let cseq = req.cseq()?.cseq;
+        let local_header = req
+            .raw(&Name::TO)
+            .ok_or(HeaderMissing("To"))?
+            .to_string();
+        let remote_header = req
+            .raw(&Name::FROM)
+            .ok_or(HeaderMissing("From"))?
+            .to_string();
+        let remote_target = req
+            .contact()
+            .map(|u| {
+                use ezk_sip_types::print::{AppendCtx, PrintCtx, UriContext};
+                u.print_ctx(PrintCtx {
+                    method: None,
+                    uri: Some(UriContext::ReqUri),
+                })
+                .to_string()
+            })
+            .unwrap_or_else(|| format!("sip:{}", source));
+        let route_set = req.record_route();
+        let first_hop = req
+            .headers
+            .get::<Vec<ezk_sip_types::header::typed::Routing>>(Name::RECORD_ROUTE)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| {
+                let hp = &r.uri.uri.host_port;
+                hp.ip().map(|ip| SocketAddr::new(ip, hp.port.unwrap_or(5060)))
+            });
+        Ok(Dialog {
+            token,
+            key: DialogKey {
+                call_id,
+                local_tag: random_token(),
+                remote_tag,
+            },
+            state: DialogState::Early,
+            local_header,
+            remote_header,
+            remote_target,
+            route_set,
+            first_hop,
+            remote_cseq: cseq,
+            local_cseq: rand::random::<u16>() as u32 + 1,
+            peer: source,
+            sdp_session: rand::random::<u32>() as u64,
+            sdp_version: 1,
+        })
+    }
+
+    /// Where requests inside this dialog are sent.
+    pub fn next_hop(&self) -> SocketAddr {
+        self.first_hop.unwrap_or(self.peer)
+    }
+
+    /// Builds a BYE for this dialog (RFC 3261 §15.1.1); returns its branch and bytes.
+    pub fn build_bye(&mut self, local: SocketAddr) -> (String, Vec<u8>) {
+        self.local_cseq = self.local_cseq.wrapping_add(1);
+        let branch = format!("z9hG4bK{}", random_token());
+        let mut s = String::with_capacity(512);
+        let _ = write!(s, "BYE {} SIP/2.0\r\n", self.remote_target);
+        let _ = write!(s, "Via: SIP/2.0/UDP {local};branch={branch};rport\r\n");
+        s.push_str("Max-Forwards: 70\r\n");
+        for r in &self.route_set {
+            let _ = write!(s, "Route: {r}\r\n");
+        }
+        let _ = write!(
+            s,
+            "From: {};tag={}\r\n",
+            self.local_header, self.key.local_tag
+        );
+        let _ = write!(s, "To: {}\r\n", self.remote_header);
+        let _ = write!(s, "Call-ID: {}\r\n", self.key.call_id);
+        let _ = write!(s, "CSeq: {} BYE\r\n", self.local_cseq);
+        s.push_str("User-Agent: sotto\r\nContent-Length: 0\r\n\r\n");
+        (branch, s.into_bytes())
+    }
+}

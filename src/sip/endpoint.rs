@@ -1,0 +1,777 @@
+//! The SIP user-agent server core: transactions and dialogs for every call, sans-IO.
+//!
+//! Drive it like this:
+//!
+//! ```text
+//! endpoint.handle_datagram(now, source, bytes);    // for each datagram
+//! endpoint.handle_timeout(now);                     // when poll_timeout() has passed
+//! while let Some(t) = endpoint.poll_transmit() { socket.send_to(&t.bytes, t.dest) }
+//! while let Some(e) = endpoint.poll_event() { ... accept()/reject()/hangup() ... }
+//! ```
+//!
+//! The application learns of calls through [`Event`]s and answers with
+//! [`Endpoint::accept`], [`Endpoint::reject`] and [`Endpoint::hangup`]. Everything a
+//! caller sent stays inside; events carry only the call's random token and the SDP.
+
+use super::dialog::{Dialog, DialogKey, DialogState};
+use super::message::{
+    build_response, parse, response_destination, HeaderAccess, Limits, Message, ParseError,
+    Request, Response,
+};
+use super::transaction::{
+    InviteServer, InviteServerEvent, InviteServerState, NonInviteClient, NonInviteClientEvent,
+    NonInviteServer, Timers, Transmit,
+};
+use crate::redact::{CallToken, Redacted};
+use bytes::Bytes;
+use ezk_sip_types::{Method, Name};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Methods this bridge implements (RFC 3261 §20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+
+/// Settings of the endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Our SIP address (Via of requests we send, Contact).
+    pub local: SocketAddr,
+    /// RFC 3261 timers.
+    pub timers: Timers,
+    /// Message limits.
+    pub limits: Limits,
+    /// Most server transactions and dialogs held at once; beyond it new requests get 503.
+    pub max_transactions: usize,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// Our 2xx was never acknowledged.
+    NoAck,
+    /// We hung up.
+    LocalHangup,
+}
+
+/// What the endpoint tells the application.
+#[derive(Debug)]
+pub enum Event {
+    /// A new call; answer with [`Endpoint::accept`] or [`Endpoint::reject`].
+    Incoming {
+        /// The call.
+        call: CallToken,
+        /// The SDP offer.
+        offer: Bytes,
+        /// User part of the Request-URI (for alias lookup; never logged).
+        request_user: Redacted<String>,
+    },
+    /// A re-INVITE inside a call; answer with accept or reject.
+    Reinvite {
+        /// The call.
+        call: CallToken,
+        /// The new offer (may be empty: then re-send the last answer).
+        offer: Bytes,
+    },
+    /// The caller cancelled before we answered.
+    Cancelled {
+        /// The call.
+        call: CallToken,
+    },
+    /// The call is over; its media can go.
+    Ended {
+        /// The call.
+        call: CallToken,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Counters of what was dropped or refused, for aggregate metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Datagrams that could not be parsed.
+    pub malformed: u64,
+    /// Requests answered with 400.
+    pub bad_requests: u64,
+    /// Responses that matched no transaction.
+    pub stray_responses: u64,
+    /// Requests refused because the tables were full.
+    pub overloaded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TxKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+impl TxKey {
+    fn of(req: &Request, method: &Method) -> Option<TxKey> {
+        let via = req.top_via().ok()?;
+        let branch = via.params.get_val("branch").map(|b| b.to_string());
+        let sent_by = format!("{}:{}", via.sent_by.host, via.sent_by.port.unwrap_or(0));
+        let branch = match branch {
+            // RFC 3261 §17.2.3: the magic cookie makes the branch unique.
+            Some(b) if b.starts_with("z9hG4bK") => b,
+            // RFC 2543 peers: fall back on the Call-ID, CSeq number and From tag.
+            _ => {
+                let cseq = req.cseq().ok()?.cseq;
+                let from_tag = req.from().ok()?.tag.map(|t| t.to_string()).unwrap_or_default();
+                format!("2543|{}|{cseq}|{from_tag}", req.call_id().ok()?)
+            }
+        };
+        Some(TxKey {
+            branch,
+            sent_by,
+            method: method.to_string(),
+        })
+    }
+}
+
+struct InviteEntry {
+    tx: InviteServer,
+    call: CallToken,
+    request: Request,
+    source: SocketAddr,
+}
+
+/// The UAS core.
+pub struct Endpoint {
+    cfg: EndpointConfig,
+    invites: HashMap<TxKey, InviteEntry>,
+    non_invites: HashMap<TxKey, NonInviteServer>,
+    clients: HashMap<String, NonInviteClient>,
+    dialogs: HashMap<CallToken, Dialog>,
+    by_key: HashMap<DialogKey, CallToken>,
+    /// Per call: the INVITE transaction that is pending or whose 2xx awaits its ACK.
+    invite_of: HashMap<CallToken, TxKey>,
+    /// Calls we want to end once the ACK arrives (RFC 3261 §15).
+    bye_after_ack: Vec<CallToken>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Endpoint {
+    /// A new endpoint.
+    pub fn new(cfg: EndpointConfig) -> Self {
+        Endpoint {
+            cfg,
+            invites: HashMap::new(),
+            non_invites: HashMap::new(),
+            clients: HashMap::new(),
+            dialogs: HashMap::new(),
+            by_key: HashMap::new(),
+            invite_of: HashMap::new(),
+            bye_after_ack: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Aggregate counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Number of live dialogs.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest timer deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.invites.values().filter_map(|e| e.tx.poll_timeout()).min();
+        let b = self.non_invites.values().filter_map(|t| t.poll_timeout()).min();
+        let c = self.clients.values().filter_map(|t| t.poll_timeout()).min();
+        [a, b, c].into_iter().flatten().min()
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Bytes) {
+        // The parser is a third-party crate: a panic inside it must cost one message,
+        // not the process (and not the calls that are up).
+        let limits = self.cfg.limits;
+        let parsed = std::panic::catch_unwind(move || parse(data, &limits))
+            .unwrap_or(Err(ParseError::BadStartLine));
+        match parsed {
+            Ok(Message::Request(req)) => self.handle_request(now, source, req),
+            Ok(Message::Response(resp)) => self.handle_response(now, resp),
+            Err(ParseError::KeepAlive) => {}
+            Err(_) => self.counters.malformed += 1,
+        }
+    }
+
+    fn respond_stateless(&mut self, req: &Request, source: SocketAddr, code: u16, extra: &[(&str, &str)]) {
+        let Ok(via) = req.top_via() else { return };
+        if let Ok(bytes) = build_response(req, source, code, Some(&super::message::random_token()), extra, None) {
+            self.transmits.push_back(Transmit {
+                dest: response_destination(&via, source),
+                bytes: Bytes::from(bytes),
+            });
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, source: SocketAddr, req: Request) {
+        // Without a Via there is nowhere to send a response: drop.
+        let Ok(via) = req.top_via() else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let dest = response_destination(&via, source);
+        let method = req.method.clone();
+        let is_ack = method == Method::ACK;
+
+        // Mandatory headers (RFC 3261 §8.1.1) and CSeq method agreement (§8.2.2? and §20.16).
+        let mandatory_ok = req.call_id().is_ok()
+            && req.from().is_ok()
+            && req.to().is_ok()
+            && req.cseq().map(|c| c.method == method).unwrap_or(false);
+        if !mandatory_ok {
+            self.counters.bad_requests += 1;
+            if !is_ack {
+                self.respond_stateless(&req, source, 400, &[]);
+            }
+            return;
+        }
+        if matches!(req.max_forwards(), Err(_)) {
+            self.counters.bad_requests += 1;
+            if !is_ack {
+                self.respond_stateless(&req, source, 400, &[]);
+            }
+            return;
+        }
+
+        if is_ack {
+            self.handle_ack(now, &req);
+            return;
+        }
+
+        // Retransmissions of a request we already have a transaction for.
+        let key_method = if method == Method::CANCEL { Method::CANCEL } else { method.clone() };
+        let Some(key) = TxKey::of(&req, &key_method) else {
+            self.counters.bad_requests += 1;
+            return;
+        };
+        if let Some(e) = self.invites.get_mut(&key) {
+            if let Some(t) = e.tx.handle_request_retransmit() {
+                self.transmits.push_back(t);
+            }
+            return;
+        }
+        if let Some(t) = self.non_invites.get(&key) {
+            if let Some(t) = t.handle_request_retransmit() {
+                self.transmits.push_back(t);
+            }
+            return;
+        }
+
+        if self.invites.len() + self.non_invites.len() + self.dialogs.len() >= self.cfg.max_transactions {
+            self.counters.overloaded += 1;
+            self.respond_stateless(&req, source, 503, &[("Retry-After", "5")]);
+            return;
+        }
+
+        // RFC 3261 §16.3 step 3 is a proxy's job, but a UAS seeing 0 knows a loop or a
+        // misconfigured hop; answer as the issue asks.
+        if req.max_forwards() == Ok(Some(0)) {
+            self.non_invite_response(now, key, &req, source, 483, &[]);
+            return;
+        }
+
+        match method {
+            Method::INVITE => self.handle_invite(now, source, dest, key, req),
+            Method::CANCEL => self.handle_cancel(now, source, key, req),
+            Method::BYE => self.handle_bye(now, source, key, req),
+            Method::OPTIONS => {
+                let extra = [
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", ""),
+                    ("Accept-Language", "de, en"),
+                ];
+                self.non_invite_response(now, key, &req, source, 200, &extra);
+            }
+            m if is_known_method(&m) => {
+                self.non_invite_response(now, key, &req, source, 405, &[("Allow", ALLOW)]);
+            }
+            _ => self.non_invite_response(now, key, &req, source, 501, &[("Allow", ALLOW)]),
+        }
+    }
+
+    fn non_invite_response(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: &Request,
+        source: SocketAddr,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) {
+        let Ok(via) = req.top_via() else { return };
+        let dest = response_destination(&via, source);
+        let to_tag = self
+            .dialog_of(req)
+            .map(|d| d.key.local_tag.clone())
+            .unwrap_or_else(super::message::random_token);
+        let Ok(bytes) = build_response(req, source, code, Some(&to_tag), extra, None) else {
+            return;
+        };
+        let mut tx = NonInviteServer::new(dest, false, self.cfg.timers);
+        if let Some(t) = tx.send(now, code, Bytes::from(bytes)) {
+            self.transmits.push_back(t);
+        }
+        self.non_invites.insert(key, tx);
+    }
+
+    fn dialog_key_of(req: &Request) -> Option<DialogKey> {
+        let to_tag = req.to().ok()?.tag?.to_string();
+        let from_tag = req.from().ok()?.tag.map(|t| t.to_string()).unwrap_or_default();
+        Some(DialogKey {
+            call_id: req.call_id().ok()?.to_string(),
+            local_tag: to_tag,
+            remote_tag: from_tag,
+        })
+    }
+
+    fn dialog_of(&self, req: &Request) -> Option<&Dialog> {
+        let key = Self::dialog_key_of(req)?;
+        self.by_key.get(&key).and_then(|t| self.dialogs.get(t))
+    }
+
+    fn handle_invite(&mut self, now: Instant, source: SocketAddr, dest: SocketAddr, key: TxKey, req: Request) {
+        let has_to_tag = req.to().map(|t| t.tag.is_some()).unwrap_or(false);
+        if has_to_tag {
+            self.handle_reinvite(now, source, dest, key, req);
+            return;
+        }
+
+        let mut tx = InviteServer::new(dest, false, self.cfg.timers);
+        let call = CallToken::random();
+
+        // Extensions we do not support (RFC 3261 §8.2.2.3).
+        if let Some(require) = req.raw(&Name::REQUIRE) {
+            let unsupported: Vec<&str> = require
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            if !unsupported.is_empty() {
+                let list = unsupported.join(", ");
+                self.reject_new(now, tx, key, call, &req, source, 420, &[("Unsupported", &list)]);
+                return;
+            }
+        }
+        let content_type = req.raw(&Name::CONTENT_TYPE).map(|c| c.trim().to_ascii_lowercase());
+        if req.body.is_empty() {
+            // Offer-less INVITE (offer in the 2xx, answer in the ACK) is not supported yet.
+            self.reject_new(now, tx, key, call, &req, source, 488, &[("Warning", "399 sotto \"SDP offer required\"")]);
+            return;
+        }
+        if !content_type.is_some_and(|c| c.starts_with("application/sdp")) {
+            self.reject_new(now, tx, key, call, &req, source, 415, &[("Accept", "application/sdp")]);
+            return;
+        }
+
+        let dialog = match Dialog::from_invite(call, &req, source) {
+            Ok(d) => d,
+            Err(_) => {
+                self.counters.bad_requests += 1;
+                self.reject_new(now, tx, key, call, &req, source, 400, &[]);
+                return;
+            }
+        };
+        if let Ok(trying) = build_response(&req, source, 100, None, &[], None) {
+            if let Some(t) = tx.send_provisional(Bytes::from(trying)) {
+                self.transmits.push_back(t);
+            }
+        }
+        let request_user = match &req.uri.user_part {
+            ezk_sip_types::uri::SipUriUserPart::Empty => String::new(),
+            ezk_sip_types::uri::SipUriUserPart::User(u) => u.to_string(),
+            ezk_sip_types::uri::SipUriUserPart::UserPw(u) => u.user.to_string(),
+        };
+        let offer = req.body.clone();
+        self.by_key.insert(dialog.key.clone(), call);
+        self.dialogs.insert(call, dialog);
+        self.invite_of.insert(call, key.clone());
+        self.invites.insert(
+            key,
+            InviteEntry {
+                tx,
+                call,
+                request: req,
+                source,
+            },
+        );
+        self.events.push_back(Event::Incoming {
+            call,
+            offer,
+            request_user: Redacted(request_user),
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reject_new(
+        &mut self,
+        now: Instant,
+        mut tx: InviteServer,
+        key: TxKey,
+        call: CallToken,
+        req: &Request,
+        source: SocketAddr,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = super::message::random_token();
+        if let Ok(bytes) = build_response(req, source, code, Some(&tag), extra, None) {
+            if let Some(t) = tx.send_final(now, code, Bytes::from(bytes)) {
+                self.transmits.push_back(t);
+            }
+        }
+        self.invites.insert(
+            key,
+            InviteEntry {
+                tx,
+                call,
+                request: req.clone(),
+                source,
+            },
+        );
+    }
+
+    fn handle_reinvite(&mut self, now: Instant, source: SocketAddr, dest: SocketAddr, key: TxKey, req: Request) {
+        let Some(call) = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied()) else {
+            let tx = InviteServer::new(dest, false, self.cfg.timers);
+            self.reject_new(now, tx, key, CallToken::random(), &req, source, 481, &[]);
+            return;
+        };
+        let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
+        let pending = self
+            .invite_of
+            .get(&call)
+            .and_then(|k| self.invites.get(k))
+            .is_some_and(|e| e.tx.state() == InviteServerState::Proceeding);
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let tx = InviteServer::new(dest, false, self.cfg.timers);
+        if pending {
+            // RFC 3261 §14.2: a second INVITE while one is pending gets 500 + Retry-After.
+            self.reject_new(now, tx, key, call, &req, source, 500, &[("Retry-After", "2")]);
+            return;
+        }
+        if cseq <= dialog.remote_cseq {
+            self.reject_new(now, tx, key, call, &req, source, 500, &[]);
+            return;
+        }
+        dialog.remote_cseq = cseq;
+        let offer = req.body.clone();
+        self.invite_of.insert(call, key.clone());
+        self.invites.insert(
+            key,
+            InviteEntry {
+                tx,
+                call,
+                request: req,
+                source,
+            },
+        );
+        self.events.push_back(Event::Reinvite { call, offer });
+    }
+
+    fn handle_ack(&mut self, now: Instant, req: &Request) {
+        // ACK for a non-2xx: same branch as the INVITE (RFC 3261 §17.2.3).
+        if let Some(key) = TxKey::of(req, &Method::INVITE) {
+            if let Some(e) = self.invites.get_mut(&key) {
+                if e.tx.state() == InviteServerState::Completed {
+                    e.tx.handle_ack(now);
+                    return;
+                }
+            }
+        }
+        // ACK for a 2xx: its own transaction, matched to the dialog (RFC 3261 §13.3.1.4).
+        let Some(call) = Self::dialog_key_of(req).and_then(|k| self.by_key.get(&k).copied()) else {
+            return;
+        };
+        if let Some(k) = self.invite_of.get(&call) {
+            if let Some(e) = self.invites.get_mut(k) {
+                e.tx.handle_2xx_ack();
+            }
+        }
+        if let Some(d) = self.dialogs.get_mut(&call) {
+            if d.state == DialogState::Accepted {
+                d.state = DialogState::Confirmed;
+            }
+        }
+        if let Some(pos) = self.bye_after_ack.iter().position(|c| *c == call) {
+            self.bye_after_ack.swap_remove(pos);
+            self.send_bye(now, call);
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, source: SocketAddr, key: TxKey, req: Request) {
+        let invite_key = TxKey {
+            method: Method::INVITE.to_string(),
+            ..key.clone()
+        };
+        let Some(entry) = self.invites.get_mut(&invite_key) else {
+            self.non_invite_response(now, key, &req, source, 481, &[]);
+            return;
+        };
+        let call = entry.call;
+        let proceeding = entry.tx.state() == InviteServerState::Proceeding;
+        self.non_invite_response(now, key, &req, source, 200, &[]);
+        if !proceeding {
+            // Already answered: the CANCEL has no effect (RFC 3261 §9.2).
+            return;
+        }
+        let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
+        if let Some(entry) = self.invites.get_mut(&invite_key) {
+            if let Ok(bytes) = build_response(&entry.request, entry.source, 487, tag.as_deref(), &[], None) {
+                if let Some(t) = entry.tx.send_final(now, 487, Bytes::from(bytes)) {
+                    self.transmits.push_back(t);
+                }
+            }
+        }
+        if self.remove_dialog(call) {
+            self.events.push_back(Event::Cancelled { call });
+        }
+    }
+
+    fn handle_bye(&mut self, now: Instant, source: SocketAddr, key: TxKey, req: Request) {
+        let call = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied());
+        let Some(call) = call else {
+            self.non_invite_response(now, key, &req, source, 481, &[]);
+            return;
+        };
+        self.non_invite_response(now, key, &req, source, 200, &[]);
+        // A BYE before we answered also ends the pending INVITE (RFC 3261 §15.1.2).
+        self.terminate_pending_invite(now, call);
+        if self.remove_dialog(call) {
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::RemoteBye,
+            });
+        }
+    }
+
+    fn terminate_pending_invite(&mut self, now: Instant, call: CallToken) {
+        let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
+        if let Some(k) = self.invite_of.get(&call) {
+            if let Some(e) = self.invites.get_mut(k) {
+                if e.tx.state() == InviteServerState::Proceeding {
+                    if let Ok(b) = build_response(&e.request, e.source, 487, tag.as_deref(), &[], None) {
+                        if let Some(t) = e.tx.send_final(now, 487, Bytes::from(b)) {
+                            self.transmits.push_back(t);
+                        }
+                    }
+                }
+                e.tx.handle_2xx_ack();
+            }
+        }
+    }
+
+    fn remove_dialog(&mut self, call: CallToken) -> bool {
+        self.invite_of.remove(&call);
+        self.bye_after_ack.retain(|c| *c != call);
+        match self.dialogs.remove(&call) {
+            Some(d) => {
+                self.by_key.remove(&d.key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        let branch = resp
+            .top_via()
+            .ok()
+            .and_then(|v| v.params.get_val("branch").map(|b| b.to_string()));
+        let Some(client) = branch.and_then(|b| self.clients.get_mut(&b)) else {
+            self.counters.stray_responses += 1;
+            return;
+        };
+        if let Some(NonInviteClientEvent::Final(_)) = client.handle_response(now, resp.code) {
+            // Whatever the answer to our BYE, the call is already gone on our side.
+        }
+    }
+
+    /// Answers the pending INVITE or re-INVITE of `call` with 200 OK and this SDP.
+    pub fn accept(&mut self, now: Instant, call: CallToken, sdp: &str) {
+        let Some(key) = self.invite_of.get(&call).cloned() else { return };
+        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let Some(entry) = self.invites.get_mut(&key) else { return };
+        if entry.tx.state() != InviteServerState::Proceeding {
+            return;
+        }
+        let contact = format!("<sip:sotto@{}>", self.cfg.local);
+        let extra = [
+            ("Contact", contact.as_str()),
+            ("Allow", ALLOW),
+            ("Supported", ""),
+        ];
+        let mut extra_rr: Vec<(&str, &str)> = extra.to_vec();
+        // RFC 3261 §12.1.1: a UAS copies Record-Route into its 2xx.
+        let rr: Vec<String> = entry.request.record_route();
+        for r in &rr {
+            extra_rr.push(("Record-Route", r));
+        }
+        let Ok(bytes) = build_response(
+            &entry.request,
+            entry.source,
+            200,
+            Some(&dialog.key.local_tag),
+            &extra_rr,
+            Some(("application/sdp", sdp.as_bytes())),
+        ) else {
+            return;
+        };
+        if let Some(t) = entry.tx.send_final(now, 200, Bytes::from(bytes)) {
+            self.transmits.push_back(t);
+        }
+        if dialog.state == DialogState::Early {
+            dialog.state = DialogState::Accepted;
+        }
+    }
+
+    /// Refuses the pending INVITE or re-INVITE of `call`. A refused initial INVITE ends the call
+    /// (no [`Event::Ended`] follows: the application already knows).
+    pub fn reject(&mut self, now: Instant, call: CallToken, code: u16, warning: Option<&str>) {
+        let Some(key) = self.invite_of.get(&call).cloned() else { return };
+        let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
+        let initial = self
+            .dialogs
+            .get(&call)
+            .is_some_and(|d| d.state == DialogState::Early);
+        let Some(entry) = self.invites.get_mut(&key) else { return };
+        let warning = warning.map(|w| format!("399 sotto \"{}\"", w.replace('"', "'")));
+        let extra: Vec<(&str, &str)> = warning.iter().map(|w| ("Warning", w.as_str())).collect();
+        if let Ok(bytes) = build_response(&entry.request, entry.source, code, tag.as_deref(), &extra, None) {
+            if let Some(t) = entry.tx.send_final(now, code, Bytes::from(bytes)) {
+                self.transmits.push_back(t);
+            }
+        }
+        if initial {
+            self.remove_dialog(call);
+        }
+    }
+
+    /// Ends `call` from our side: BYE once the dialog allows it. No [`Event::Ended`] follows.
+    pub fn hangup(&mut self, now: Instant, call: CallToken) {
+        let Some(state) = self.dialogs.get(&call).map(|d| d.state) else { return };
+        match state {
+            DialogState::Early => {
+                self.reject(now, call, 480, None);
+            }
+            DialogState::Accepted => {
+                let acked = self
+                    .invite_of
+                    .get(&call)
+                    .and_then(|k| self.invites.get(k))
+                    .is_none_or(|e| e.tx.is_acked());
+                if acked {
+                    self.send_bye(now, call);
+                } else if !self.bye_after_ack.contains(&call) {
+                    // RFC 3261 §15: no BYE before the ACK or the 2xx's timeout.
+                    self.bye_after_ack.push(call);
+                }
+            }
+            DialogState::Confirmed => self.send_bye(now, call),
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallToken) {
+        let Some(mut dialog) = self.dialogs.remove(&call) else { return };
+        self.by_key.remove(&dialog.key);
+        self.invite_of.remove(&call);
+        self.bye_after_ack.retain(|c| *c != call);
+        let (branch, bytes) = dialog.build_bye(self.cfg.local);
+        let (client, first) = NonInviteClient::new(
+            now,
+            Transmit {
+                dest: dialog.next_hop(),
+                bytes: Bytes::from(bytes),
+            },
+            false,
+            self.cfg.timers,
+        );
+        self.transmits.push_back(first);
+        self.clients.insert(branch, client);
+    }
+
+    /// Fires all due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut no_ack = Vec::new();
+        for e in self.invites.values_mut() {
+            if e.tx.poll_timeout().is_some_and(|t| t <= now) {
+                let (out, ev) = e.tx.handle_timeout(now);
+                if let Some(t) = out {
+                    self.transmits.push_back(t);
+                }
+                if ev == Some(InviteServerEvent::NoAckFor2xx) {
+                    no_ack.push(e.call);
+                }
+            }
+        }
+        self.invites.retain(|_, e| !e.tx.is_terminated());
+        for t in self.non_invites.values_mut() {
+            t.handle_timeout(now);
+        }
+        self.non_invites.retain(|_, t| !t.is_terminated());
+        for c in self.clients.values_mut() {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                let (out, _) = c.handle_timeout(now);
+                if let Some(t) = out {
+                    self.transmits.push_back(t);
+                }
+            }
+        }
+        self.clients.retain(|_, c| !c.is_terminated());
+        for call in no_ack {
+            let wanted_bye = self.bye_after_ack.contains(&call);
+            let confirmed = self.dialogs.get(&call).is_some_and(|d| d.state == DialogState::Confirmed);
+            if confirmed {
+                // A re-INVITE's 2xx went unacknowledged; the call itself stands.
+                continue;
+            }
+            // RFC 3261 §13.3.1.4: no ACK for the 2xx: end the dialog with a BYE.
+            self.send_bye(now, call);
+            if !wanted_bye {
+                self.events.push_back(Event::Ended {
+                    call,
+                    reason: EndReason::NoAck,
+                });
+            }
+        }
+    }
+}
+
+fn is_known_method(m: &Method) -> bool {
+    [
+        Method::REGISTER,
+        Method::MESSAGE,
+        Method::UPDATE,
+        Method::PRACK,
+        Method::SUBSCRIBE,
+        Method::NOTIFY,
+        Method::PUBLISH,
+        Method::INFO,
+        Method::REFER,
+    ]
+    .contains(m)
+}

@@ -1,0 +1,10 @@
+//! SIP signalling: message parsing, transactions, dialogs, SDP and the UAS core.
+//!
+//! Sans-IO throughout: [`endpoint::Endpoint`] takes datagrams and time and hands back
+//! datagrams, events and its next deadline.
+
+pub mod dialog;
+pub mod endpoint;
+pub mod message;
+pub mod sdp;
+pub mod transaction;

@@ -1,0 +1,487 @@
+//! SDP (RFC 8866) parsing and offer/answer (RFC 3264) for one audio stream.
+//!
+//! [`SessionDescription::parse`] reads the parts of an offer this bridge acts on;
+//! [`negotiate`] picks the stream, codec and telephone-event payload type and reports
+//! the direction; [`Answer::render`] writes the answer. Streams we do not take are
+//! answered with port 0 in the same order (RFC 3264 §6).
+
+use crate::config::Codec;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Why an SDP body could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    /// Not UTF-8 or a line without `x=`.
+    #[error("malformed SDP")]
+    Malformed,
+    /// No `m=` line.
+    #[error("no media stream")]
+    NoMedia,
+    /// An `m=` line that cannot be read.
+    #[error("malformed m= line")]
+    BadMedia,
+    /// No connection address for a stream we would take.
+    #[error("no usable connection address")]
+    NoConnection,
+    /// No audio stream with a codec and profile we speak (488).
+    #[error("no common codec")]
+    NoCommonCodec,
+}
+
+/// Media direction attribute (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both ways.
+    SendRecv,
+    /// The sender of the description only sends.
+    SendOnly,
+    /// The sender of the description only receives.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answer takes to this offered direction (RFC 3264 §6.1).
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+
+    /// Whether the side that wrote this direction sends media.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether the side that wrote this direction receives media.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    /// `audio`, `video`, ...
+    pub kind: String,
+    /// Port (0: stream disabled).
+    pub port: u16,
+    /// Transport profile, e.g. `RTP/AVP`.
+    pub proto: String,
+    /// The format list as written.
+    pub formats: Vec<String>,
+    /// `a=rtpmap` entries: payload type, encoding name, clock rate.
+    pub rtpmaps: Vec<(u8, String, u32)>,
+    /// Media-level connection address.
+    pub connection: Option<IpAddr>,
+    /// Direction (media-level, else session-level, else sendrecv).
+    pub direction: Direction,
+    /// `a=ptime`, if given.
+    pub ptime: Option<u32>,
+}
+
+/// The parts of a session description this bridge uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// Session-level connection address.
+    pub connection: Option<IpAddr>,
+    /// Media sections in order.
+    pub media: Vec<Media>,
+}
+
+fn parse_connection(value: &str) -> Option<IpAddr> {
+    // c=IN IP4 192.0.2.1[/ttl]
+    let mut it = value.split_whitespace();
+    let (net, _addrtype, addr) = (it.next()?, it.next()?, it.next()?);
+    if net != "IN" {
+        return None;
+    }
+    addr.split('/').next()?.parse().ok()
+}
+
+fn parse_direction(attr: &str) -> Option<Direction> {
+    Some(match attr {
+        "sendrecv" => Direction::SendRecv,
+        "sendonly" => Direction::SendOnly,
+        "recvonly" => Direction::RecvOnly,
+        "inactive" => Direction::Inactive,
+        _ => return None,
+    })
+}
+
+impl SessionDescription {
+    /// Parses an SDP body; unknown lines are ignored.
+    pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::Malformed)?;
+        let mut connection = None;
+        let mut session_direction = None;
+        let mut media: Vec<Media> = Vec::new();
+        let mut media_direction: Vec<Option<Direction>> = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (key, value) = line.split_once('=').ok_or(SdpError::Malformed)?;
+            if key.len() != 1 {
+                return Err(SdpError::Malformed);
+            }
+            let current = media.last_mut();
+            match (key, current) {
+                ("m", _) => {
+                    let mut it = value.split_whitespace();
+                    let kind = it.next().ok_or(SdpError::BadMedia)?.to_string();
+                    let port_field = it.next().ok_or(SdpError::BadMedia)?;
+                    // Port may carry "/count" (RFC 8866 §5.14).
+                    let port = port_field
+                        .split('/')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or(SdpError::BadMedia)?;
+                    let proto = it.next().ok_or(SdpError::BadMedia)?.to_string();
+                    let formats: Vec<String> = it.map(str::to_string).collect();
+                    if media.len() >= 16 {
+                        return Err(SdpError::BadMedia);
+                    }
+                    media.push(Media {
+                        kind,
+                        port,
+                        proto,
+                        formats,
+                        rtpmaps: Vec::new(),
+                        connection: None,
+                        direction: Direction::SendRecv,
+                        ptime: None,
+                    });
+                    media_direction.push(None);
+                }
+                ("c", None) => connection = parse_connection(value),
+                ("c", Some(m)) => m.connection = parse_connection(value),
+                ("a", current) => {
+                    let (name, arg) = match value.split_once(':') {
+                        Some((n, a)) => (n, Some(a)),
+                        None => (value, None),
+                    };
+                    if let Some(d) = parse_direction(name) {
+                        match current {
+                            Some(_) => {
+                                if let Some(last) = media_direction.last_mut() {
+                                    *last = Some(d);
+                                }
+                            }
+                            None => session_direction = Some(d),
+                        }
+                        continue;
+                    }
+                    let Some(m) = current else { continue };
+                    match (name, arg) {
+                        ("rtpmap", Some(arg)) => {
+                            if let Some(map) = parse_rtpmap(arg) {
+                                if m.rtpmaps.len() < 64 {
+                                    m.rtpmaps.push(map);
+                                }
+                            }
+                        }
+                        ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if media.is_empty() {
+            return Err(SdpError::NoMedia);
+        }
+        for (m, d) in media.iter_mut().zip(media_direction) {
+            m.direction = d.or(session_direction).unwrap_or(Direction::SendRecv);
+        }
+        Ok(SessionDescription { connection, media })
+    }
+}
+
+fn parse_rtpmap(arg: &str) -> Option<(u8, String, u32)> {
+    // a=rtpmap:<payload type> <encoding name>/<clock rate>[/<channels>]
+    let (pt, rest) = arg.trim().split_once(' ')?;
+    let pt: u8 = pt.parse().ok()?;
+    if pt > 127 {
+        return None;
+    }
+    let mut parts = rest.trim().split('/');
+    let name = parts.next()?.to_ascii_lowercase();
+    let rate: u32 = parts.next()?.parse().ok()?;
+    Some((pt, name, rate))
+}
+
+impl Codec {
+    /// Static RTP payload type (RFC 3551 Table 4).
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+
+    /// Encoding name as in `a=rtpmap`.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+
+    /// RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        8000
+    }
+}
+
+/// What negotiation decided for the one audio stream we take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Index of the accepted `m=` section.
+    pub media_index: usize,
+    /// The codec.
+    pub codec: Codec,
+    /// Payload type the offer used for it.
+    pub payload_type: u8,
+    /// telephone-event/8000 payload type, if offered.
+    pub telephone_event: Option<u8>,
+    /// Where the offerer wants our RTP (None: it does not want any yet).
+    pub remote_rtp: Option<std::net::SocketAddr>,
+    /// The offerer's direction.
+    pub offered_direction: Direction,
+}
+
+/// Picks the first audio stream over RTP/AVP with a codec from `codecs`.
+///
+/// The offerer's codec order wins among those we speak (RFC 3264 §6.1 lets the
+/// answerer choose; following the offerer avoids transcoding at gateways).
+pub fn negotiate(offer: &SessionDescription, codecs: &[Codec]) -> Result<Negotiated, SdpError> {
+    for (i, m) in offer.media.iter().enumerate() {
+        if m.kind != "audio" || m.port == 0 || m.proto != "RTP/AVP" {
+            continue;
+        }
+        let mut chosen = None;
+        for f in &m.formats {
+            let Ok(pt) = f.parse::<u8>() else { continue };
+            let mapped = m.rtpmaps.iter().find(|(p, _, _)| *p == pt);
+            let codec = codecs.iter().copied().find(|c| match mapped {
+                Some((_, name, rate)) => {
+                    name.eq_ignore_ascii_case(c.encoding_name()) && *rate == c.clock_rate()
+                }
+                // RFC 3551 static types need no rtpmap.
+                None => pt == c.payload_type(),
+            });
+            if let Some(c) = codec {
+                chosen = Some((c, pt));
+                break;
+            }
+        }
+        let Some((codec, payload_type)) = chosen else {
+            continue;
+        };
+        let telephone_event = m
+            .rtpmaps
+            .iter()
+            .find(|(pt, name, rate)| {
+                name == "telephone-event"
+                    && *rate == 8000
+                    && m.formats.iter().any(|f| f.parse::<u8>().ok() == Some(*pt))
+            })
+            .map(|(pt, _, _)| *pt);
+        let addr = m.connection.or(offer.connection);
+        let remote_rtp = match addr {
+            Some(ip) if !ip.is_unspecified() => Some(std::net::SocketAddr::new(ip, m.port)),
+            // c=0.0.0.0 is the old way of putting a call on hold (RFC 3264 §8.4).
+            Some(_) => None,
+            None => return Err(SdpError::NoConnection),
+        };
+        return Ok(Negotiated {
+            media_index: i,
+            codec,
+            payload_type,
+            telephone_event,
+            remote_rtp,
+            offered_direction: m.direction,
+        });
+    }
+    Err(SdpError::NoCommonCodec)
+}
+
+/// Our answer for one offer.
+#[derive(Debug, Clone)]
+pub struct Answer<'a> {
+    /// The offer being answered.
+    pub offer: &'a SessionDescription,
+    /// The negotiation result.
+    pub negotiated: &'a Negotiated,
+    /// Our RTP address.
+    pub address: IpAddr,
+    /// Our RTP port.
+    pub port: u16,
+    /// o= session id.
+    pub session_id: u64,
+    /// o= version (incremented when the answer changes in a dialog).
+    pub version: u64,
+    /// Direction we answer with.
+    pub direction: Direction,
+}
+
+impl Answer<'_> {
+    /// Writes the SDP answer.
+    pub fn render(&self) -> String {
+        let ip = match self.address {
+            IpAddr::V4(a) => format!("IP4 {a}"),
+            IpAddr::V6(a) => format!("IP6 {a}"),
+        };
+        let mut s = String::with_capacity(300);
+        let _ = write!(
+            s,
+            "v=0\r\no=sotto {} {} IN {ip}\r\ns=sotto\r\nc=IN {ip}\r\nt=0 0\r\n",
+            self.session_id, self.version
+        );
+        for (i, m) in self.offer.media.iter().enumerate() {
+            if i != self.negotiated.media_index {
+                // RFC 3264 §6: a rejected stream keeps its place with port 0.
+                let fmt = m.formats.first().map(String::as_str).unwrap_or("0");
+                let _ = write!(s, "m={} 0 {} {}\r\n", m.kind, m.proto, fmt);
+                continue;
+            }
+            let n = self.negotiated;
+            let _ = write!(s, "m=audio {} RTP/AVP {}", self.port, n.payload_type);
+            if let Some(te) = n.telephone_event {
+                let _ = write!(s, " {te}");
+            }
+            s.push_str("\r\n");
+            let _ = write!(
+                s,
+                "a=rtpmap:{} {}/{}\r\n",
+                n.payload_type,
+                n.codec.encoding_name(),
+                n.codec.clock_rate()
+            );
+            if let Some(te) = n.telephone_event {
+                let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n");
+            }
+            let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=video 0 RTP/AVP 31\r\n\
+m=audio 49170 RTP/AVP 9 0 8 101\r\n\
+a=rtpmap:9 G722/8000\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n\
+a=ptime:20\r\n\
+a=sendrecv\r\n";
+
+    #[test]
+    fn picks_first_offered_codec_we_speak() {
+        let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        assert_eq!(sdp.media.len(), 2);
+        let n = negotiate(&sdp, &[Codec::Pcma, Codec::Pcmu]).unwrap();
+        assert_eq!(n.media_index, 1);
+        assert_eq!(n.codec, Codec::Pcmu);
+        assert_eq!(n.payload_type, 0);
+        assert_eq!(n.telephone_event, Some(101));
+        assert_eq!(n.remote_rtp, Some("127.0.0.1:49170".parse().unwrap()));
+        let only_a = negotiate(&sdp, &[Codec::Pcma]).unwrap();
+        assert_eq!(only_a.codec, Codec::Pcma);
+    }
+
+    #[test]
+    fn no_common_codec_is_an_error() {
+        let sdp = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n",
+        )
+        .unwrap();
+        assert_eq!(negotiate(&sdp, &[Codec::Pcmu]).unwrap_err(), SdpError::NoCommonCodec);
+        let savp = SessionDescription::parse(b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n").unwrap();
+        assert_eq!(negotiate(&savp, &[Codec::Pcmu]).unwrap_err(), SdpError::NoCommonCodec);
+    }
+
+    #[test]
+    fn answer_keeps_rejected_streams_in_place() {
+        let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcmu]).unwrap();
+        let a = Answer {
+            offer: &sdp,
+            negotiated: &n,
+            address: "127.0.0.1".parse().unwrap(),
+            port: 30000,
+            session_id: 1,
+            version: 1,
+            direction: Direction::SendRecv,
+        }
+        .render();
+        let lines: Vec<&str> = a.lines().collect();
+        assert!(lines.contains(&"m=video 0 RTP/AVP 31"), "{a}");
+        assert!(lines.contains(&"m=audio 30000 RTP/AVP 0 101"), "{a}");
+        assert!(lines.contains(&"a=rtpmap:101 telephone-event/8000"), "{a}");
+        // Our answer parses back to the same choice.
+        let back = SessionDescription::parse(a.as_bytes()).unwrap();
+        assert_eq!(negotiate(&back, &[Codec::Pcmu]).unwrap().remote_rtp, Some("127.0.0.1:30000".parse().unwrap()));
+    }
+
+    #[test]
+    fn directions_and_hold() {
+        let sdp = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\nm=audio 4000 RTP/AVP 8\r\n",
+        )
+        .unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcma]).unwrap();
+        assert_eq!(n.offered_direction, Direction::SendOnly);
+        assert_eq!(n.offered_direction.answer(), Direction::RecvOnly);
+        assert_eq!(n.remote_rtp, None);
+        let inactive = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 8\r\na=inactive\r\n",
+        )
+        .unwrap();
+        assert_eq!(inactive.media[0].direction, Direction::Inactive);
+    }
+
+    #[test]
+    fn port_zero_stream_is_skipped() {
+        let sdp = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 0 RTP/AVP 0\r\nm=audio 5000 RTP/AVP 0\r\n",
+        )
+        .unwrap();
+        assert_eq!(negotiate(&sdp, &[Codec::Pcmu]).unwrap().media_index, 1);
+    }
+
+    #[test]
+    fn malformed_sdp_errors() {
+        assert_eq!(SessionDescription::parse(b"v=0\r\n").unwrap_err(), SdpError::NoMedia);
+        assert_eq!(SessionDescription::parse(b"garbage").unwrap_err(), SdpError::Malformed);
+        assert_eq!(SessionDescription::parse(b"m=audio x RTP/AVP 0").unwrap_err(), SdpError::BadMedia);
+        assert_eq!(SessionDescription::parse(&[0xff, 0xfe]).unwrap_err(), SdpError::Malformed);
+        let no_c = SessionDescription::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n").unwrap();
+        assert_eq!(negotiate(&no_c, &[Codec::Pcmu]).unwrap_err(), SdpError::NoConnection);
+    }
+}
