@@ -416,13 +416,23 @@ impl Config {
 
         let mut udp = Vec::new();
         for (i, a) in raw.sip.udp.iter().enumerate() {
-            udp.push(v.parse::<SocketAddr>(a, &format!("sip.udp[{i}]"), "an address like 127.0.0.1:5060")?);
+            udp.push(v.parse::<SocketAddr>(
+                a,
+                &format!("sip.udp[{i}]"),
+                "an address like 127.0.0.1:5060",
+            )?);
         }
-        if udp.is_empty() {
-            return Err(v.invalid(0..0, "sip.udp", "at least one listen address is needed"));
+        if udp.len() != 1 {
+            let span = raw.sip.udp.first().map_or(0..0, |a| a.span());
+            return Err(v.invalid(
+                span,
+                "sip.udp",
+                "exactly one UDP listen address is supported so far",
+            ));
         }
 
-        let rtp_address = v.parse::<IpAddr>(&raw.media.rtp_address, "media.rtp_address", "an IP address")?;
+        let rtp_address =
+            v.parse::<IpAddr>(&raw.media.rtp_address, "media.rtp_address", "an IP address")?;
         let public_address = match &raw.media.public_address {
             Some(a) => v.parse::<IpAddr>(a, "media.public_address", "an IP address")?,
             None => rtp_address,
@@ -451,7 +461,11 @@ impl Config {
             ));
         }
         if raw.media.codecs.get_ref().is_empty() {
-            return Err(v.invalid(raw.media.codecs.span(), "media.codecs", "name at least one codec"));
+            return Err(v.invalid(
+                raw.media.codecs.span(),
+                "media.codecs",
+                "name at least one codec",
+            ));
         }
         if raw.media.rtp_timeout_secs == 0 {
             return Err(v.invalid(0..0, "media.rtp_timeout_secs", "must be at least 1"));
@@ -465,7 +479,11 @@ impl Config {
             ));
         }
         if *raw.ivr.pin_tries.get_ref() == 0 {
-            return Err(v.invalid(raw.ivr.pin_tries.span(), "ivr.pin_tries", "must be at least 1"));
+            return Err(v.invalid(
+                raw.ivr.pin_tries.span(),
+                "ivr.pin_tries",
+                "must be at least 1",
+            ));
         }
 
         let level = match raw.log.level.get_ref().as_str() {
@@ -490,7 +508,11 @@ impl Config {
                 return Err(v.invalid(r.id.span(), &format!("room[{i}].id"), "must not be empty"));
             }
             if rooms.iter().any(|o| o.id == id) {
-                return Err(v.invalid(r.id.span(), &format!("room[{i}].id"), "another room has this id"));
+                return Err(v.invalid(
+                    r.id.span(),
+                    &format!("room[{i}].id"),
+                    "another room has this id",
+                ));
             }
             let pin = PinHash::parse(r.pin.get_ref()).map_err(|e| {
                 v.invalid(
@@ -565,7 +587,11 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn line_of(&self, span: std::ops::Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     fn invalid(&self, span: std::ops::Range<usize>, key: &str, message: &str) -> ConfigError {
@@ -602,8 +628,7 @@ fn parse_port_range(s: &str) -> Option<(u16, u16)> {
 mod tests {
     use super::*;
 
-    // A cheap hash (m=8 KiB, t=1) so that tests do not spend seconds in argon2.
-    const TEST_HASH: &str = "$argon2id$v=19$m=8,t=1,p=1$c290dG90ZXN0c2FsdA$0SvIIwKhkKqW4lVpYQxUbCw8qHj8u0cRXYFsPN6AqKA";
+    use crate::room::pin::cheap_hash_for_tests;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("t.toml"), Path::new("/etc/sotto"))
@@ -643,15 +668,16 @@ mod tests {
     fn room_pin_must_be_a_hash() {
         let e = parse("[[room]]\nid = \"a\"\npin = \"1234\"\n").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:3: `room[0].pin`"), "{e}");
-        let ok = parse(&format!("[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n")).unwrap();
+        let h = cheap_hash_for_tests("12345678", b"saltsalt");
+        let ok = parse(&format!("[[room]]\nid = \"a\"\npin = \"{h}\"\n")).unwrap();
         assert_eq!(ok.rooms.len(), 1);
     }
 
     #[test]
     fn duplicate_rooms_are_refused() {
-        let text = format!(
-            "[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n[[room]]\nid = \"a\"\npin = \"{TEST_HASH}\"\n"
-        );
+        let h = cheap_hash_for_tests("12345678", b"saltsalt");
+        let text =
+            format!("[[room]]\nid = \"a\"\npin = \"{h}\"\n[[room]]\nid = \"a\"\npin = \"{h}\"\n");
         let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("room[1].id"), "{e}");
     }

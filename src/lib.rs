@@ -4,9 +4,12 @@
 //! takes bytes and time and returns bytes, events and deadlines. The `io` module holds
 //! the thin tokio and thread edges that own sockets and clocks; `server` wires them.
 
+pub mod conference;
 pub mod config;
+pub mod io;
 pub mod media;
 pub mod mixer;
 pub mod redact;
 pub mod room;
+pub mod server;
 pub mod sip;

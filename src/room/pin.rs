@@ -87,14 +87,22 @@ impl PinHash {
     }
 
     fn group_key(&self) -> (u32, u32, u32, usize, &[u8]) {
-        (self.m_cost, self.t_cost, self.p_cost, self.hash.len(), &self.salt)
+        (
+            self.m_cost,
+            self.t_cost,
+            self.p_cost,
+            self.hash.len(),
+            &self.salt,
+        )
     }
 
     fn derive(&self, pin: &[u8]) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(vec![0u8; self.hash.len()]);
         // Parameters were validated in `parse`, so these cannot fail; if they did the
         // attempt simply does not match.
-        if let Ok(params) = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(self.hash.len())) {
+        if let Ok(params) =
+            Params::new(self.m_cost, self.t_cost, self.p_cost, Some(self.hash.len()))
+        {
             let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
             if a.hash_password_into(pin, &self.salt, &mut out).is_err() {
                 out.iter_mut().for_each(|b| *b = 0xff);
@@ -153,7 +161,10 @@ impl PinIndex {
     pub fn new<'a>(hashes: impl IntoIterator<Item = &'a PinHash>) -> PinIndex {
         let mut groups: Vec<(PinHash, Vec<(usize, Vec<u8>)>)> = Vec::new();
         for (i, h) in hashes.into_iter().enumerate() {
-            match groups.iter_mut().find(|(g, _)| g.group_key() == h.group_key()) {
+            match groups
+                .iter_mut()
+                .find(|(g, _)| g.group_key() == h.group_key())
+            {
                 Some((_, members)) => members.push((i, h.hash.clone())),
                 None => groups.push((h.clone(), vec![(i, h.hash.clone())])),
             }
@@ -181,17 +192,24 @@ impl PinIndex {
     }
 }
 
+/// A PHC string with the cheapest argon2id parameters (m = 8 KiB, t = 1): for tests only,
+/// where the code path matters and the cost does not.
+pub fn cheap_hash_for_tests(pin: &str, salt: &[u8]) -> String {
+    use argon2::PasswordHasher;
+    let params = Params::new(8, 1, 1, Some(32)).expect("constant parameters are valid");
+    let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let salt = SaltString::encode_b64(salt).expect("test salts are 8..48 bytes");
+    a.hash_password(pin.as_bytes(), &salt)
+        .expect("hashing with valid parameters succeeds")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cheap_hash(pin: &str, salt: &[u8]) -> PinHash {
-        // Low-cost parameters keep the tests fast; the code path is the same.
-        let params = Params::new(8, 1, 1, Some(32)).unwrap();
-        let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let salt = SaltString::encode_b64(salt).unwrap();
-        use argon2::PasswordHasher;
-        PinHash::parse(&a.hash_password(pin.as_bytes(), &salt).unwrap().to_string()).unwrap()
+        PinHash::parse(&cheap_hash_for_tests(pin, salt)).unwrap()
     }
 
     #[test]

@@ -68,16 +68,9 @@ impl Dialog {
     ) -> Result<Dialog, HeaderMissing> {
         let call_id = req.call_id()?.to_string();
         let from = req.from()?;
-        let remote_tag = from
-            .tag
-            .as_ref()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+        let remote_tag = from.tag.as_ref().map(|t| t.to_string()).unwrap_or_default();
         let cseq = req.cseq()?.cseq;
-        let local_header = req
-            .raw(&Name::TO)
-            .ok_or(HeaderMissing("To"))?
-            .to_string();
+        let local_header = req.raw(&Name::TO).ok_or(HeaderMissing("To"))?.to_string();
         let remote_header = req
             .raw(&Name::FROM)
             .ok_or(HeaderMissing("From"))?
@@ -101,7 +94,8 @@ impl Dialog {
             .and_then(|r| r.into_iter().next())
             .and_then(|r| {
                 let hp = &r.uri.uri.host_port;
-                hp.ip().map(|ip| SocketAddr::new(ip, hp.port.unwrap_or(5060)))
+                hp.ip()
+                    .map(|ip| SocketAddr::new(ip, hp.port.unwrap_or(5060)))
             });
         Ok(Dialog {
             token,

@@ -120,7 +120,12 @@ impl TxKey {
             // RFC 2543 peers: fall back on the Call-ID, CSeq number and From tag.
             _ => {
                 let cseq = req.cseq().ok()?.cseq;
-                let from_tag = req.from().ok()?.tag.map(|t| t.to_string()).unwrap_or_default();
+                let from_tag = req
+                    .from()
+                    .ok()?
+                    .tag
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
                 format!("2543|{}|{cseq}|{from_tag}", req.call_id().ok()?)
             }
         };
@@ -196,8 +201,16 @@ impl Endpoint {
 
     /// The earliest timer deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.invites.values().filter_map(|e| e.tx.poll_timeout()).min();
-        let b = self.non_invites.values().filter_map(|t| t.poll_timeout()).min();
+        let a = self
+            .invites
+            .values()
+            .filter_map(|e| e.tx.poll_timeout())
+            .min();
+        let b = self
+            .non_invites
+            .values()
+            .filter_map(|t| t.poll_timeout())
+            .min();
         let c = self.clients.values().filter_map(|t| t.poll_timeout()).min();
         [a, b, c].into_iter().flatten().min()
     }
@@ -217,9 +230,22 @@ impl Endpoint {
         }
     }
 
-    fn respond_stateless(&mut self, req: &Request, source: SocketAddr, code: u16, extra: &[(&str, &str)]) {
+    fn respond_stateless(
+        &mut self,
+        req: &Request,
+        source: SocketAddr,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) {
         let Ok(via) = req.top_via() else { return };
-        if let Ok(bytes) = build_response(req, source, code, Some(&super::message::random_token()), extra, None) {
+        if let Ok(bytes) = build_response(
+            req,
+            source,
+            code,
+            Some(&super::message::random_token()),
+            extra,
+            None,
+        ) {
             self.transmits.push_back(Transmit {
                 dest: response_destination(&via, source),
                 bytes: Bytes::from(bytes),
@@ -263,7 +289,11 @@ impl Endpoint {
         }
 
         // Retransmissions of a request we already have a transaction for.
-        let key_method = if method == Method::CANCEL { Method::CANCEL } else { method.clone() };
+        let key_method = if method == Method::CANCEL {
+            Method::CANCEL
+        } else {
+            method.clone()
+        };
         let Some(key) = TxKey::of(&req, &key_method) else {
             self.counters.bad_requests += 1;
             return;
@@ -281,7 +311,9 @@ impl Endpoint {
             return;
         }
 
-        if self.invites.len() + self.non_invites.len() + self.dialogs.len() >= self.cfg.max_transactions {
+        if self.invites.len() + self.non_invites.len() + self.dialogs.len()
+            >= self.cfg.max_transactions
+        {
             self.counters.overloaded += 1;
             self.respond_stateless(&req, source, 503, &[("Retry-After", "5")]);
             return;
@@ -341,7 +373,12 @@ impl Endpoint {
 
     fn dialog_key_of(req: &Request) -> Option<DialogKey> {
         let to_tag = req.to().ok()?.tag?.to_string();
-        let from_tag = req.from().ok()?.tag.map(|t| t.to_string()).unwrap_or_default();
+        let from_tag = req
+            .from()
+            .ok()?
+            .tag
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         Some(DialogKey {
             call_id: req.call_id().ok()?.to_string(),
             local_tag: to_tag,
@@ -354,7 +391,14 @@ impl Endpoint {
         self.by_key.get(&key).and_then(|t| self.dialogs.get(t))
     }
 
-    fn handle_invite(&mut self, now: Instant, source: SocketAddr, dest: SocketAddr, key: TxKey, req: Request) {
+    fn handle_invite(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        dest: SocketAddr,
+        key: TxKey,
+        req: Request,
+    ) {
         let has_to_tag = req.to().map(|t| t.tag.is_some()).unwrap_or(false);
         if has_to_tag {
             self.handle_reinvite(now, source, dest, key, req);
@@ -373,18 +417,47 @@ impl Endpoint {
                 .collect();
             if !unsupported.is_empty() {
                 let list = unsupported.join(", ");
-                self.reject_new(now, tx, key, call, &req, source, 420, &[("Unsupported", &list)]);
+                self.reject_new(
+                    now,
+                    tx,
+                    key,
+                    call,
+                    &req,
+                    source,
+                    420,
+                    &[("Unsupported", &list)],
+                );
                 return;
             }
         }
-        let content_type = req.raw(&Name::CONTENT_TYPE).map(|c| c.trim().to_ascii_lowercase());
+        let content_type = req
+            .raw(&Name::CONTENT_TYPE)
+            .map(|c| c.trim().to_ascii_lowercase());
         if req.body.is_empty() {
             // Offer-less INVITE (offer in the 2xx, answer in the ACK) is not supported yet.
-            self.reject_new(now, tx, key, call, &req, source, 488, &[("Warning", "399 sotto \"SDP offer required\"")]);
+            self.reject_new(
+                now,
+                tx,
+                key,
+                call,
+                &req,
+                source,
+                488,
+                &[("Warning", "399 sotto \"SDP offer required\"")],
+            );
             return;
         }
         if !content_type.is_some_and(|c| c.starts_with("application/sdp")) {
-            self.reject_new(now, tx, key, call, &req, source, 415, &[("Accept", "application/sdp")]);
+            self.reject_new(
+                now,
+                tx,
+                key,
+                call,
+                &req,
+                source,
+                415,
+                &[("Accept", "application/sdp")],
+            );
             return;
         }
 
@@ -455,8 +528,16 @@ impl Endpoint {
         );
     }
 
-    fn handle_reinvite(&mut self, now: Instant, source: SocketAddr, dest: SocketAddr, key: TxKey, req: Request) {
-        let Some(call) = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied()) else {
+    fn handle_reinvite(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        dest: SocketAddr,
+        key: TxKey,
+        req: Request,
+    ) {
+        let Some(call) = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied())
+        else {
             let tx = InviteServer::new(dest, false, self.cfg.timers);
             self.reject_new(now, tx, key, CallToken::random(), &req, source, 481, &[]);
             return;
@@ -467,11 +548,22 @@ impl Endpoint {
             .get(&call)
             .and_then(|k| self.invites.get(k))
             .is_some_and(|e| e.tx.state() == InviteServerState::Proceeding);
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
         let tx = InviteServer::new(dest, false, self.cfg.timers);
         if pending {
             // RFC 3261 §14.2: a second INVITE while one is pending gets 500 + Retry-After.
-            self.reject_new(now, tx, key, call, &req, source, 500, &[("Retry-After", "2")]);
+            self.reject_new(
+                now,
+                tx,
+                key,
+                call,
+                &req,
+                source,
+                500,
+                &[("Retry-After", "2")],
+            );
             return;
         }
         if cseq <= dialog.remote_cseq {
@@ -541,7 +633,9 @@ impl Endpoint {
         }
         let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
         if let Some(entry) = self.invites.get_mut(&invite_key) {
-            if let Ok(bytes) = build_response(&entry.request, entry.source, 487, tag.as_deref(), &[], None) {
+            if let Ok(bytes) =
+                build_response(&entry.request, entry.source, 487, tag.as_deref(), &[], None)
+            {
                 if let Some(t) = entry.tx.send_final(now, 487, Bytes::from(bytes)) {
                     self.transmits.push_back(t);
                 }
@@ -574,7 +668,9 @@ impl Endpoint {
         if let Some(k) = self.invite_of.get(&call) {
             if let Some(e) = self.invites.get_mut(k) {
                 if e.tx.state() == InviteServerState::Proceeding {
-                    if let Ok(b) = build_response(&e.request, e.source, 487, tag.as_deref(), &[], None) {
+                    if let Ok(b) =
+                        build_response(&e.request, e.source, 487, tag.as_deref(), &[], None)
+                    {
                         if let Some(t) = e.tx.send_final(now, 487, Bytes::from(b)) {
                             self.transmits.push_back(t);
                         }
@@ -613,9 +709,15 @@ impl Endpoint {
 
     /// Answers the pending INVITE or re-INVITE of `call` with 200 OK and this SDP.
     pub fn accept(&mut self, now: Instant, call: CallToken, sdp: &str) {
-        let Some(key) = self.invite_of.get(&call).cloned() else { return };
-        let Some(dialog) = self.dialogs.get_mut(&call) else { return };
-        let Some(entry) = self.invites.get_mut(&key) else { return };
+        let Some(key) = self.invite_of.get(&call).cloned() else {
+            return;
+        };
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        let Some(entry) = self.invites.get_mut(&key) else {
+            return;
+        };
         if entry.tx.state() != InviteServerState::Proceeding {
             return;
         }
@@ -652,16 +754,27 @@ impl Endpoint {
     /// Refuses the pending INVITE or re-INVITE of `call`. A refused initial INVITE ends the call
     /// (no [`Event::Ended`] follows: the application already knows).
     pub fn reject(&mut self, now: Instant, call: CallToken, code: u16, warning: Option<&str>) {
-        let Some(key) = self.invite_of.get(&call).cloned() else { return };
+        let Some(key) = self.invite_of.get(&call).cloned() else {
+            return;
+        };
         let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
         let initial = self
             .dialogs
             .get(&call)
             .is_some_and(|d| d.state == DialogState::Early);
-        let Some(entry) = self.invites.get_mut(&key) else { return };
+        let Some(entry) = self.invites.get_mut(&key) else {
+            return;
+        };
         let warning = warning.map(|w| format!("399 sotto \"{}\"", w.replace('"', "'")));
         let extra: Vec<(&str, &str)> = warning.iter().map(|w| ("Warning", w.as_str())).collect();
-        if let Ok(bytes) = build_response(&entry.request, entry.source, code, tag.as_deref(), &extra, None) {
+        if let Ok(bytes) = build_response(
+            &entry.request,
+            entry.source,
+            code,
+            tag.as_deref(),
+            &extra,
+            None,
+        ) {
             if let Some(t) = entry.tx.send_final(now, code, Bytes::from(bytes)) {
                 self.transmits.push_back(t);
             }
@@ -673,7 +786,9 @@ impl Endpoint {
 
     /// Ends `call` from our side: BYE once the dialog allows it. No [`Event::Ended`] follows.
     pub fn hangup(&mut self, now: Instant, call: CallToken) {
-        let Some(state) = self.dialogs.get(&call).map(|d| d.state) else { return };
+        let Some(state) = self.dialogs.get(&call).map(|d| d.state) else {
+            return;
+        };
         match state {
             DialogState::Early => {
                 self.reject(now, call, 480, None);
@@ -696,7 +811,9 @@ impl Endpoint {
     }
 
     fn send_bye(&mut self, now: Instant, call: CallToken) {
-        let Some(mut dialog) = self.dialogs.remove(&call) else { return };
+        let Some(mut dialog) = self.dialogs.remove(&call) else {
+            return;
+        };
         self.by_key.remove(&dialog.key);
         self.invite_of.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
@@ -744,7 +861,10 @@ impl Endpoint {
         self.clients.retain(|_, c| !c.is_terminated());
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);
-            let confirmed = self.dialogs.get(&call).is_some_and(|d| d.state == DialogState::Confirmed);
+            let confirmed = self
+                .dialogs
+                .get(&call)
+                .is_some_and(|d| d.state == DialogState::Confirmed);
             if confirmed {
                 // A re-INVITE's 2xx went unacknowledged; the call itself stands.
                 continue;

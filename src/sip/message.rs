@@ -203,10 +203,7 @@ pub trait HeaderAccess {
 
     /// The top Via.
     fn top_via(&self) -> Result<Via, HeaderMissing> {
-        self.vias()?
-            .into_iter()
-            .next()
-            .ok_or(HeaderMissing("Via"))
+        self.vias()?.into_iter().next().ok_or(HeaderMissing("Via"))
     }
 
     /// Call-ID.
@@ -259,10 +256,7 @@ pub trait HeaderAccess {
 
     /// Record-Route entries, printed, in message order.
     fn record_route(&self) -> Vec<String> {
-        let r: Vec<Routing> = self
-            .headers()
-            .get(Name::RECORD_ROUTE)
-            .unwrap_or_default();
+        let r: Vec<Routing> = self.headers().get(Name::RECORD_ROUTE).unwrap_or_default();
         r.iter()
             .map(|r| r.print_ctx(PrintCtx::default()).to_string())
             .collect()
@@ -442,7 +436,10 @@ v=0\n";
         assert_eq!(r.method, Method::INVITE);
         let vias = r.vias().unwrap();
         assert_eq!(vias.len(), 2);
-        assert_eq!(vias[0].params.get_val("branch").unwrap().as_str(), "z9hG4bK776asdhds");
+        assert_eq!(
+            vias[0].params.get_val("branch").unwrap().as_str(),
+            "z9hG4bK776asdhds"
+        );
         assert_eq!(r.call_id().unwrap().as_str(), "a84b4c76e66710@127.0.0.1");
         assert_eq!(r.cseq().unwrap().cseq, 314159);
         assert_eq!(r.from().unwrap().tag.unwrap().as_str(), "1928301774");
@@ -456,7 +453,10 @@ v=0\n";
     #[test]
     fn limits_are_checked_before_parsing() {
         let big = Bytes::from(vec![b'a'; 20_000]);
-        assert_eq!(parse(big, &Limits::default()).unwrap_err(), ParseError::TooLarge);
+        assert_eq!(
+            parse(big, &Limits::default()).unwrap_err(),
+            ParseError::TooLarge
+        );
         let mut many = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
         for i in 0..200 {
             many.push_str(&format!("X-H{i}: v\r\n"));
@@ -500,7 +500,8 @@ v=0\n";
 
     #[test]
     fn malformed_headers_give_typed_errors() {
-        let r = req("OPTIONS sip:a@127.0.0.1 SIP/2.0\nVia: garbage\nCSeq: x\nMax-Forwards: lots\n\n");
+        let r =
+            req("OPTIONS sip:a@127.0.0.1 SIP/2.0\nVia: garbage\nCSeq: x\nMax-Forwards: lots\n\n");
         assert_eq!(r.vias().unwrap_err(), HeaderMissing("Via"));
         assert_eq!(r.cseq().unwrap_err(), HeaderMissing("CSeq"));
         assert_eq!(r.call_id().unwrap_err(), HeaderMissing("Call-ID"));
@@ -511,7 +512,15 @@ v=0\n";
     fn response_copies_headers_and_stamps_via() {
         let r = req(INVITE);
         let src: SocketAddr = "127.0.0.5:40000".parse().unwrap();
-        let bytes = build_response(&r, src, 200, Some("abc"), &[("Contact", "<sip:x@y>")], Some(("application/sdp", b"v=0\r\n"))).unwrap();
+        let bytes = build_response(
+            &r,
+            src,
+            200,
+            Some("abc"),
+            &[("Contact", "<sip:x@y>")],
+            Some(("application/sdp", b"v=0\r\n")),
+        )
+        .unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
         assert!(text.contains("received=127.0.0.5"), "{text}");
@@ -533,8 +542,14 @@ v=0\n";
 
     #[test]
     fn leading_blank_lines_and_keepalives() {
-        let r = parse(Bytes::from(format!("\r\n\r\n{}", INVITE.replace('\n', "\r\n"))), &Limits::default());
+        let r = parse(
+            Bytes::from(format!("\r\n\r\n{}", INVITE.replace('\n', "\r\n"))),
+            &Limits::default(),
+        );
         assert!(r.is_ok());
-        assert_eq!(parse(Bytes::from_static(b"\r\n\r\n"), &Limits::default()).unwrap_err(), ParseError::KeepAlive);
+        assert_eq!(
+            parse(Bytes::from_static(b"\r\n\r\n"), &Limits::default()).unwrap_err(),
+            ParseError::KeepAlive
+        );
     }
 }

@@ -375,7 +375,10 @@ impl Answer<'_> {
                 n.codec.clock_rate()
             );
             if let Some(te) = n.telephone_event {
-                let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n");
+                let _ = write!(
+                    s,
+                    "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+                );
             }
             let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
         }
@@ -421,9 +424,17 @@ a=sendrecv\r\n";
             b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 9 18\r\na=rtpmap:9 G722/8000\r\n",
         )
         .unwrap();
-        assert_eq!(negotiate(&sdp, &[Codec::Pcmu]).unwrap_err(), SdpError::NoCommonCodec);
-        let savp = SessionDescription::parse(b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n").unwrap();
-        assert_eq!(negotiate(&savp, &[Codec::Pcmu]).unwrap_err(), SdpError::NoCommonCodec);
+        assert_eq!(
+            negotiate(&sdp, &[Codec::Pcmu]).unwrap_err(),
+            SdpError::NoCommonCodec
+        );
+        let savp =
+            SessionDescription::parse(b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n")
+                .unwrap();
+        assert_eq!(
+            negotiate(&savp, &[Codec::Pcmu]).unwrap_err(),
+            SdpError::NoCommonCodec
+        );
     }
 
     #[test]
@@ -446,7 +457,10 @@ a=sendrecv\r\n";
         assert!(lines.contains(&"a=rtpmap:101 telephone-event/8000"), "{a}");
         // Our answer parses back to the same choice.
         let back = SessionDescription::parse(a.as_bytes()).unwrap();
-        assert_eq!(negotiate(&back, &[Codec::Pcmu]).unwrap().remote_rtp, Some("127.0.0.1:30000".parse().unwrap()));
+        assert_eq!(
+            negotiate(&back, &[Codec::Pcmu]).unwrap().remote_rtp,
+            Some("127.0.0.1:30000".parse().unwrap())
+        );
     }
 
     #[test]
@@ -477,11 +491,26 @@ a=sendrecv\r\n";
 
     #[test]
     fn malformed_sdp_errors() {
-        assert_eq!(SessionDescription::parse(b"v=0\r\n").unwrap_err(), SdpError::NoMedia);
-        assert_eq!(SessionDescription::parse(b"garbage").unwrap_err(), SdpError::Malformed);
-        assert_eq!(SessionDescription::parse(b"m=audio x RTP/AVP 0").unwrap_err(), SdpError::BadMedia);
-        assert_eq!(SessionDescription::parse(&[0xff, 0xfe]).unwrap_err(), SdpError::Malformed);
+        assert_eq!(
+            SessionDescription::parse(b"v=0\r\n").unwrap_err(),
+            SdpError::NoMedia
+        );
+        assert_eq!(
+            SessionDescription::parse(b"garbage").unwrap_err(),
+            SdpError::Malformed
+        );
+        assert_eq!(
+            SessionDescription::parse(b"m=audio x RTP/AVP 0").unwrap_err(),
+            SdpError::BadMedia
+        );
+        assert_eq!(
+            SessionDescription::parse(&[0xff, 0xfe]).unwrap_err(),
+            SdpError::Malformed
+        );
         let no_c = SessionDescription::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n").unwrap();
-        assert_eq!(negotiate(&no_c, &[Codec::Pcmu]).unwrap_err(), SdpError::NoConnection);
+        assert_eq!(
+            negotiate(&no_c, &[Codec::Pcmu]).unwrap_err(),
+            SdpError::NoConnection
+        );
     }
 }

@@ -233,7 +233,10 @@ impl InviteServer {
     }
 
     /// Fires every timer due at `now`; returns what to send and what happened.
-    pub fn handle_timeout(&mut self, now: Instant) -> (Option<Transmit>, Option<InviteServerEvent>) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+    ) -> (Option<Transmit>, Option<InviteServerEvent>) {
         let mut out = None;
         let mut event = None;
         if let Some(g) = self.give_up.filter(|&t| t <= now) {
@@ -410,7 +413,12 @@ pub struct NonInviteClient {
 
 impl NonInviteClient {
     /// Starts the transaction; the returned [`Transmit`] is the first send of the request.
-    pub fn new(now: Instant, request: Transmit, reliable: bool, timers: Timers) -> (Self, Transmit) {
+    pub fn new(
+        now: Instant,
+        request: Transmit,
+        reliable: bool,
+        timers: Timers,
+    ) -> (Self, Transmit) {
         let first = request.clone();
         let c = NonInviteClient {
             state: NonInviteClientState::Trying,
@@ -462,7 +470,10 @@ impl NonInviteClient {
     }
 
     /// Fires the timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) -> (Option<Transmit>, Option<NonInviteClientEvent>) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+    ) -> (Option<Transmit>, Option<NonInviteClientEvent>) {
         if self.timer_f.is_some_and(|t| t <= now) {
             self.state = NonInviteClientState::Terminated;
             self.timer_e = None;
@@ -502,7 +513,12 @@ mod tests {
     }
 
     /// Runs a machine's timers on a virtual clock and records when something was sent.
-    fn schedule<F>(start: Instant, until: Duration, mut next: impl FnMut() -> Option<Instant>, mut fire: F) -> Vec<u64>
+    fn schedule<F>(
+        start: Instant,
+        until: Duration,
+        mut next: impl FnMut() -> Option<Instant>,
+        mut fire: F,
+    ) -> Vec<u64>
     where
         F: FnMut(Instant) -> bool,
     {
@@ -523,7 +539,9 @@ mod tests {
         let t0 = Instant::now();
         let mut ist = InviteServer::new(dest(), false, Timers::default());
         assert!(ist.send_provisional(Bytes::from_static(b"100")).is_some());
-        assert!(ist.send_final(t0, 200, Bytes::from_static(b"200")).is_some());
+        assert!(ist
+            .send_final(t0, 200, Bytes::from_static(b"200"))
+            .is_some());
         assert_eq!(ist.state(), InviteServerState::Accepted);
         let ist = std::cell::RefCell::new(ist);
         let sent = schedule(
@@ -599,7 +617,10 @@ mod tests {
         let mut nist = NonInviteServer::new(dest(), false, Timers::default());
         assert!(nist.handle_request_retransmit().is_none());
         assert!(nist.send(t0, 200, Bytes::from_static(b"200")).is_some());
-        assert_eq!(nist.handle_request_retransmit().unwrap().bytes, Bytes::from_static(b"200"));
+        assert_eq!(
+            nist.handle_request_retransmit().unwrap().bytes,
+            Bytes::from_static(b"200")
+        );
         assert!(nist.send(t0, 200, Bytes::from_static(b"again")).is_none());
         assert_eq!(nist.poll_timeout(), Some(t0 + Duration::from_secs(32)));
         nist.handle_timeout(t0 + Duration::from_secs(31));
@@ -636,7 +657,10 @@ mod tests {
             },
         );
         // E: 0.5, 1.5, 3.5, 7.5 then every T2 = 4 s; F at 32 s.
-        assert_eq!(sent, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+        assert_eq!(
+            sent,
+            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        );
         assert_eq!(timed_out, Some(32_000));
         assert!(nict.borrow().is_terminated());
     }
@@ -649,7 +673,10 @@ mod tests {
             bytes: Bytes::from_static(b"BYE"),
         };
         let (mut nict, _) = NonInviteClient::new(t0, req, false, Timers::default());
-        assert_eq!(nict.handle_response(t0 + Duration::from_millis(100), 100), None);
+        assert_eq!(
+            nict.handle_response(t0 + Duration::from_millis(100), 100),
+            None
+        );
         assert_eq!(nict.state(), NonInviteClientState::Proceeding);
         let (o, _) = nict.handle_timeout(t0 + Duration::from_millis(500));
         assert!(o.is_some());

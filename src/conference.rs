@@ -1,0 +1,664 @@
+//! A shard of the conference: the members and rooms one mixer thread owns, sans-IO.
+//!
+//! The shard's I/O thread feeds it received RTP ([`Conference::handle_rtp`]) and a tick
+//! every 20 ms ([`Conference::handle_tick`]); after each tick it drains the packets to
+//! send ([`Conference::drain_transmits`]) and the events for signalling
+//! ([`Conference::poll_event`]). Members are kept in slots so that the I/O thread can
+//! keep their sockets in a parallel table; a member (with its state) can be taken out
+//! and adopted by another shard when the PIN puts it in a room that lives there.
+//!
+//! Per tick, in order: IVR timers; jitter buffers give one frame per member; each room
+//! sums its members' frames once; each member gets a prompt frame, or the room's sum
+//! minus its own frame, or (if it did not speak) the shared full mix, encoded once per
+//! codec; then the RTP packet is written into the member's send buffer. No allocation
+//! and no lock on this path.
+
+use crate::config::Codec;
+use crate::media::dtmf::DtmfReceiver;
+use crate::media::g711::Law;
+use crate::media::jitter::JitterBuffer;
+use crate::media::rtp::{self, RtpSender};
+use crate::mixer::Mixer;
+use crate::redact::CallToken;
+use crate::room::ivr::{Ivr, IvrAction, IvrSettings, PinAttempt, Prompt};
+use crate::room::prompts::Prompts;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Samples per 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+
+/// Largest RTP packet we write: 12-byte header plus a 160-byte G.711 frame, with room to spare.
+const MAX_PACKET: usize = 512;
+
+/// Largest decoded payload we accept in one packet (120 ms of G.711; RFC 3551 §4.5 frames).
+const MAX_DECODE: usize = 960;
+
+/// Index of a room in the config's room list.
+pub type RoomKey = usize;
+
+/// Shard settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConferenceSettings {
+    /// Jitter-buffer delay in samples.
+    pub jitter_delay_samples: u32,
+    /// No RTP for this long ends the call.
+    pub rtp_timeout: Duration,
+    /// IVR settings.
+    pub ivr: IvrSettings,
+}
+
+/// Media parameters of a member, as negotiated in SDP.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaParams {
+    /// Codec.
+    pub codec: Codec,
+    /// Payload type the caller uses for it.
+    pub payload_type: u8,
+    /// telephone-event payload type.
+    pub telephone_event: Option<u8>,
+    /// Where to send before the first packet arrives (SDP address).
+    pub remote: Option<SocketAddr>,
+    /// Whether we send to this member.
+    pub send: bool,
+    /// Whether we take this member's audio.
+    pub receive: bool,
+}
+
+/// Random initial RTP values for a member's outgoing stream (RFC 3550 §5.1).
+#[derive(Debug, Clone, Copy)]
+pub struct RtpSeed {
+    /// SSRC.
+    pub ssrc: u32,
+    /// First sequence number.
+    pub sequence: u16,
+    /// First timestamp.
+    pub timestamp: u32,
+}
+
+/// Why the shard wants a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupReason {
+    /// Too many wrong PINs, or no PIN at all.
+    PinFailed,
+    /// No RTP for the configured time.
+    MediaTimeout,
+}
+
+/// What the shard tells signalling.
+#[derive(Debug)]
+pub enum ConferenceEvent {
+    /// A PIN attempt to verify; answer with [`Conference::handle_pin_result`] or a join.
+    PinEntered {
+        /// The call.
+        call: CallToken,
+        /// The digits.
+        attempt: PinAttempt,
+    },
+    /// The call should be ended.
+    Hangup {
+        /// The call.
+        call: CallToken,
+        /// Why.
+        reason: HangupReason,
+    },
+}
+
+/// Aggregate media counters of a shard.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MediaCounters {
+    /// Packets that were not RTP, or of an unknown payload type.
+    pub malformed: u64,
+    /// Packets from another address than the latched one.
+    pub foreign_source: u64,
+    /// Digits received (counted, never stored).
+    pub digits: u64,
+    /// Packets sent.
+    pub sent: u64,
+}
+
+enum Phase {
+    Ivr(Box<Ivr>),
+    Joined(RoomKey),
+}
+
+struct Playback {
+    queue: VecDeque<Prompt>,
+    current: Option<(Arc<[i16]>, usize)>,
+}
+
+/// One caller's media state; it moves with the caller between shards.
+pub struct Member {
+    token: CallToken,
+    law: Law,
+    payload_type: u8,
+    telephone_event: Option<u8>,
+    remote: Option<SocketAddr>,
+    latched: Option<(SocketAddr, u32)>,
+    send: bool,
+    receive: bool,
+    sender: RtpSender,
+    jitter: JitterBuffer,
+    dtmf: DtmfReceiver,
+    last_rx: Instant,
+    timed_out: bool,
+    phase: Phase,
+    playback: Playback,
+    in_frame: [i16; FRAME_SAMPLES],
+    has_audio: bool,
+    out_frame: [i16; FRAME_SAMPLES],
+    packet: [u8; MAX_PACKET],
+    packet_len: usize,
+}
+
+impl Member {
+    /// The call this member belongs to.
+    pub fn token(&self) -> CallToken {
+        self.token
+    }
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+fn law_of(codec: Codec) -> Law {
+    match codec {
+        Codec::Pcmu => Law::Ulaw,
+        Codec::Pcma => Law::Alaw,
+    }
+}
+
+struct Room {
+    members: Vec<usize>,
+    /// The full mix of this tick, encoded once per law for every listener.
+    full_pcm: [i16; FRAME_SAMPLES],
+    full_encoded: [[u8; FRAME_SAMPLES]; 2],
+    encoded_ready: [bool; 2],
+}
+
+/// One shard's members and rooms.
+pub struct Conference {
+    settings: ConferenceSettings,
+    prompts: Arc<Prompts>,
+    slots: Vec<Option<Member>>,
+    free: Vec<usize>,
+    by_token: HashMap<CallToken, usize>,
+    rooms: HashMap<RoomKey, Room>,
+    mixer: Mixer,
+    decode: Vec<i16>,
+    events: VecDeque<ConferenceEvent>,
+    counters: MediaCounters,
+}
+
+impl Conference {
+    /// An empty shard.
+    pub fn new(settings: ConferenceSettings, prompts: Arc<Prompts>) -> Conference {
+        Conference {
+            settings,
+            prompts,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_token: HashMap::new(),
+            rooms: HashMap::new(),
+            mixer: Mixer::new(FRAME_SAMPLES),
+            decode: vec![0; MAX_DECODE],
+            events: VecDeque::new(),
+            counters: MediaCounters::default(),
+        }
+    }
+
+    /// Aggregate counters.
+    pub fn counters(&self) -> MediaCounters {
+        self.counters
+    }
+
+    /// Number of members in this shard.
+    pub fn members(&self) -> usize {
+        self.by_token.len()
+    }
+
+    /// Number of rooms with members in this shard.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Members of one room in this shard.
+    pub fn room_size(&self, room: RoomKey) -> usize {
+        self.rooms.get(&room).map_or(0, |r| r.members.len())
+    }
+
+    /// The slot a call's member occupies.
+    pub fn slot_of(&self, call: CallToken) -> Option<usize> {
+        self.by_token.get(&call).copied()
+    }
+
+    fn insert(&mut self, member: Member) -> usize {
+        let token = member.token;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(member);
+                s
+            }
+            None => {
+                self.slots.push(Some(member));
+                self.slots.len() - 1
+            }
+        };
+        self.by_token.insert(token, slot);
+        slot
+    }
+
+    /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot.
+    pub fn add_member(
+        &mut self,
+        now: Instant,
+        call: CallToken,
+        media: MediaParams,
+        seed: RtpSeed,
+    ) -> usize {
+        let law = law_of(media.codec);
+        let member = Member {
+            token: call,
+            law,
+            payload_type: media.payload_type,
+            telephone_event: media.telephone_event,
+            remote: media.remote,
+            latched: None,
+            send: media.send,
+            receive: media.receive,
+            sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
+            // One second of ring: far more than any sane jitter, bounded memory.
+            jitter: JitterBuffer::new(8000, self.settings.jitter_delay_samples),
+            dtmf: DtmfReceiver::new(),
+            last_rx: now,
+            timed_out: false,
+            phase: Phase::Ivr(Box::new(Ivr::new(self.settings.ivr))),
+            playback: Playback {
+                queue: VecDeque::with_capacity(4),
+                current: None,
+            },
+            in_frame: [0; FRAME_SAMPLES],
+            has_audio: false,
+            out_frame: [0; FRAME_SAMPLES],
+            packet: [0; MAX_PACKET],
+            packet_len: 0,
+        };
+        let slot = self.insert(member);
+        self.run_ivr(now, slot);
+        slot
+    }
+
+    /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
+    pub fn remove(&mut self, call: CallToken) -> Option<usize> {
+        let slot = self.by_token.remove(&call)?;
+        let member = self.slots.get_mut(slot)?.take()?;
+        if let Phase::Joined(room) = member.phase {
+            self.leave_room(room, slot);
+        }
+        self.free.push(slot);
+        Some(slot)
+    }
+
+    /// Takes a member out to move it to another shard.
+    pub fn take(&mut self, call: CallToken) -> Option<(usize, Box<Member>)> {
+        let slot = self.by_token.remove(&call)?;
+        let member = self.slots.get_mut(slot)?.take()?;
+        if let Phase::Joined(room) = member.phase {
+            self.leave_room(room, slot);
+        }
+        self.free.push(slot);
+        Some((slot, Box::new(member)))
+    }
+
+    /// Takes in a member from another shard and puts it in `room`. Returns its slot.
+    pub fn adopt(&mut self, now: Instant, member: Box<Member>, room: RoomKey) -> usize {
+        let call = member.token;
+        let slot = self.insert(*member);
+        self.join(now, call, room);
+        slot
+    }
+
+    fn leave_room(&mut self, room: RoomKey, slot: usize) {
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.members.retain(|&s| s != slot);
+            if r.members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+    }
+
+    /// The PIN was right and the room lives here: the member joins it.
+    pub fn join(&mut self, _now: Instant, call: CallToken, room: RoomKey) {
+        let Some(&slot) = self.by_token.get(&call) else {
+            return;
+        };
+        let alone = self.rooms.get(&room).is_none_or(|r| r.members.is_empty());
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            members: Vec::new(),
+            full_pcm: [0; FRAME_SAMPLES],
+            full_encoded: [[0; FRAME_SAMPLES]; 2],
+            encoded_ready: [false; 2],
+        });
+        if !r.members.contains(&slot) {
+            r.members.push(slot);
+        }
+        let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        m.phase = Phase::Joined(room);
+        m.jitter.reset();
+        m.playback.current = None;
+        m.playback.queue.clear();
+        m.playback.queue.push_back(Prompt::JoinTone);
+        if alone {
+            m.playback.queue.push_back(Prompt::FirstParticipant);
+        }
+    }
+
+    /// The verification of the member's PIN attempt: `ok` false means wrong PIN.
+    pub fn handle_pin_result(&mut self, now: Instant, call: CallToken, ok: bool) {
+        let Some(&slot) = self.by_token.get(&call) else {
+            return;
+        };
+        if let Some(Member {
+            phase: Phase::Ivr(ivr),
+            ..
+        }) = self.slots.get_mut(slot).and_then(Option::as_mut)
+        {
+            ivr.handle_verify_result(now, ok);
+        }
+        self.run_ivr(now, slot);
+    }
+
+    /// A re-INVITE changed the member's media.
+    pub fn update_media(&mut self, call: CallToken, media: MediaParams) {
+        let Some(&slot) = self.by_token.get(&call) else {
+            return;
+        };
+        let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        m.law = law_of(media.codec);
+        m.payload_type = media.payload_type;
+        m.sender.set_payload_type(media.payload_type);
+        m.telephone_event = media.telephone_event;
+        if m.latched.is_none() {
+            m.remote = media.remote;
+        }
+        m.send = media.send;
+        m.receive = media.receive;
+    }
+
+    /// Next event for signalling.
+    pub fn poll_event(&mut self) -> Option<ConferenceEvent> {
+        self.events.pop_front()
+    }
+
+    fn run_ivr(&mut self, now: Instant, slot: usize) {
+        let prompts = &self.prompts;
+        let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Phase::Ivr(ivr) = &mut m.phase else {
+            return;
+        };
+        while let Some(action) = ivr.poll_action() {
+            match action {
+                IvrAction::Play(p) => {
+                    m.playback.queue.clear();
+                    m.playback.current = Some((prompts.get(p).clone(), 0));
+                }
+                IvrAction::StopPrompt => {
+                    m.playback.queue.clear();
+                    m.playback.current = None;
+                }
+                IvrAction::Verify(attempt) => self.events.push_back(ConferenceEvent::PinEntered {
+                    call: m.token,
+                    attempt,
+                }),
+                // Signalling moves the member into the room (maybe to another shard).
+                IvrAction::Admit => {}
+                IvrAction::Hangup => self.events.push_back(ConferenceEvent::Hangup {
+                    call: m.token,
+                    reason: HangupReason::PinFailed,
+                }),
+            }
+        }
+        let _ = now;
+    }
+
+    /// One received datagram on the member's RTP port.
+    pub fn handle_rtp(&mut self, now: Instant, slot: usize, source: SocketAddr, packet: &[u8]) {
+        let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Ok((header, payload)) = rtp::parse(packet) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        match m.latched {
+            None => {
+                // Symmetric RTP (RFC 4961): answer where the packets really come from.
+                m.latched = Some((source, header.ssrc));
+                m.remote = Some(source);
+            }
+            Some((addr, _)) if addr != source => {
+                self.counters.foreign_source += 1;
+                return;
+            }
+            Some((_, ssrc)) if ssrc != header.ssrc => {
+                // Same source, new stream (a phone restarting its sender): start over.
+                m.latched = Some((source, header.ssrc));
+                m.jitter.reset();
+                m.dtmf = DtmfReceiver::new();
+            }
+            Some(_) => {}
+        }
+        m.last_rx = now;
+        if Some(header.payload_type) == m.telephone_event {
+            match m.dtmf.handle_packet(header.timestamp, payload) {
+                Ok(Some(digit)) => {
+                    self.counters.digits += 1;
+                    if let Phase::Ivr(ivr) = &mut m.phase {
+                        ivr.handle_digit(now, digit);
+                        self.run_ivr(now, slot);
+                    }
+                    // Digits in the room are for in-call controls (not yet built).
+                }
+                Ok(None) => {}
+                Err(_) => self.counters.malformed += 1,
+            }
+            return;
+        }
+        if header.payload_type != m.payload_type {
+            // Comfort noise (PT 13) and anything not negotiated is not audio for us.
+            return;
+        }
+        if !m.receive || !matches!(m.phase, Phase::Joined(_)) {
+            return;
+        }
+        let n = payload.len().min(self.decode.len());
+        m.law.decode(&payload[..n], &mut self.decode[..n]);
+        m.jitter.push(header.timestamp, &self.decode[..n]);
+    }
+
+    /// One mixing tick: every member gets its next frame written as an RTP packet.
+    pub fn handle_tick(&mut self, now: Instant) {
+        // IVR timers and media timeouts.
+        for slot in 0..self.slots.len() {
+            let Some(m) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if !m.timed_out
+                && m.receive
+                && now.saturating_duration_since(m.last_rx) >= self.settings.rtp_timeout
+            {
+                m.timed_out = true;
+                self.events.push_back(ConferenceEvent::Hangup {
+                    call: m.token,
+                    reason: HangupReason::MediaTimeout,
+                });
+            }
+            if let Phase::Ivr(ivr) = &mut m.phase {
+                if ivr.poll_timeout().is_some_and(|t| t <= now) {
+                    ivr.handle_timeout(now);
+                    self.run_ivr(now, slot);
+                }
+            }
+        }
+
+        // Input: one frame per joined member.
+        for m in self.slots.iter_mut().flatten() {
+            m.has_audio = false;
+            if matches!(m.phase, Phase::Joined(_)) && m.receive {
+                m.has_audio = m.jitter.pop(&mut m.in_frame);
+            }
+        }
+
+        // Mix each room, then give each member its output frame.
+        for room in self.rooms.values_mut() {
+            self.mixer.clear();
+            for &s in &room.members {
+                if let Some(m) = self.slots.get(s).and_then(Option::as_ref) {
+                    if m.has_audio {
+                        self.mixer.add(&m.in_frame);
+                    }
+                }
+            }
+            self.mixer.full_mix(&mut room.full_pcm);
+            room.encoded_ready = [false; 2];
+            for &s in &room.members {
+                let Some(m) = self.slots.get_mut(s).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if m.has_audio {
+                    self.mixer.minus_own(&m.in_frame, &mut m.out_frame);
+                } else {
+                    m.out_frame = room.full_pcm;
+                }
+            }
+        }
+
+        // Prompts override the mix; then encode and packetise.
+        let mut finished = Vec::new();
+        for slot in 0..self.slots.len() {
+            let Some(m) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            m.packet_len = 0;
+            let prompt_done = Self::play_prompt(&self.prompts, m);
+            if prompt_done {
+                finished.push(slot);
+            }
+            if !matches!(m.phase, Phase::Joined(_)) && m.playback.current.is_none() && !prompt_done
+            {
+                m.out_frame = [0; FRAME_SAMPLES];
+            }
+            if !m.send || m.remote.is_none() {
+                m.sender.skip(FRAME_SAMPLES as u32);
+                continue;
+            }
+            let mut payload = [0u8; FRAME_SAMPLES];
+            let shared = match (
+                m.phase_room(),
+                m.has_audio,
+                m.playback.current.is_some() || prompt_done,
+            ) {
+                (Some(room), false, false) => self.rooms.get_mut(&room),
+                _ => None,
+            };
+            match shared {
+                Some(room) => {
+                    // A listener: the room's one encode of the full mix serves everyone
+                    // with the same codec.
+                    let li = m.law.index();
+                    if !room.encoded_ready[li] {
+                        m.law.encode(&room.full_pcm, &mut room.full_encoded[li]);
+                        room.encoded_ready[li] = true;
+                    }
+                    payload = room.full_encoded[li];
+                }
+                None => m.law.encode(&m.out_frame, &mut payload),
+            }
+            match m
+                .sender
+                .write(&payload, FRAME_SAMPLES as u32, &mut m.packet)
+            {
+                Ok(n) => m.packet_len = n,
+                Err(_) => m.packet_len = 0,
+            }
+        }
+        for slot in finished {
+            if let Some(Member {
+                phase: Phase::Ivr(ivr),
+                ..
+            }) = self.slots[slot].as_mut()
+            {
+                ivr.handle_prompt_finished(now);
+            }
+            self.run_ivr(now, slot);
+        }
+    }
+
+    /// Fills `m.out_frame` from the prompt queue; returns true when a prompt ended this tick.
+    fn play_prompt(prompts: &Prompts, m: &mut Member) -> bool {
+        if m.playback.current.is_none() {
+            if let Some(next) = m.playback.queue.pop_front() {
+                m.playback.current = Some((prompts.get(next).clone(), 0));
+            }
+        }
+        let Some((audio, pos)) = m.playback.current.as_mut() else {
+            return false;
+        };
+        let end = (*pos + FRAME_SAMPLES).min(audio.len());
+        let n = end - *pos;
+        m.out_frame[..n].copy_from_slice(&audio[*pos..end]);
+        m.out_frame[n..].fill(0);
+        *pos = end;
+        if *pos >= audio.len() {
+            m.playback.current = None;
+            return m.playback.queue.is_empty();
+        }
+        false
+    }
+
+    /// Hands every packet written by the last tick to `send(slot, destination, bytes)`.
+    pub fn drain_transmits(&mut self, mut send: impl FnMut(usize, SocketAddr, &[u8])) {
+        for (slot, m) in self.slots.iter_mut().enumerate() {
+            let Some(m) = m.as_mut() else { continue };
+            if m.packet_len == 0 {
+                continue;
+            }
+            if let Some(dest) = m.remote {
+                send(slot, dest, &m.packet[..m.packet_len]);
+                self.counters.sent += 1;
+            }
+            m.packet_len = 0;
+        }
+    }
+}
+
+impl Member {
+    fn phase_room(&self) -> Option<RoomKey> {
+        match self.phase {
+            Phase::Joined(r) => Some(r),
+            Phase::Ivr(_) => None,
+        }
+    }
+}
+
+impl Law {
+    fn index(self) -> usize {
+        match self {
+            Law::Ulaw => 0,
+            Law::Alaw => 1,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Media shard threads: each owns its members' RTP sockets and one [`Conference`].
+//!
+//! The loop, once per 20 ms tick: take commands from signalling, drain every member's
+//! socket (non-blocking, bounded), run the conference tick, send what it wrote, report
+//! events, sleep until the next tick. A shard owns its rooms outright, so nothing on
+//! this path takes a lock; signalling talks to it only through a channel.
+
+use crate::conference::{
+    Conference, ConferenceEvent, ConferenceSettings, MediaParams, Member, RoomKey, RtpSeed,
+};
+use crate::redact::CallToken;
+use crate::room::prompts::Prompts;
+use std::collections::HashSet;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Mixing interval.
+pub const TICK: Duration = Duration::from_millis(20);
+
+/// Datagrams read from one socket per tick: a 20 ms phone sends one, a 10 ms one two;
+/// the bound keeps a flooded port from starving the others (excess waits in the kernel).
+const RECV_BOUND: usize = 16;
+
+/// Commands handled per loop turn, so a burst of call set-ups cannot delay a tick.
+const COMMAND_BOUND: usize = 256;
+
+/// Remembered removals of members not (yet) here; bounded so it cannot grow.
+const TOMBSTONE_BOUND: usize = 4096;
+
+/// What signalling asks of a shard.
+pub enum ShardCommand {
+    /// A new caller (IVR starts).
+    Add {
+        /// The call.
+        call: CallToken,
+        /// Negotiated media.
+        media: MediaParams,
+        /// RTP initial values.
+        seed: RtpSeed,
+        /// The caller's RTP socket (non-blocking).
+        socket: UdpSocket,
+    },
+    /// The call ended.
+    Remove {
+        /// The call.
+        call: CallToken,
+    },
+    /// The PIN attempt was wrong (`ok` false) or right but the member stays (unused).
+    PinResult {
+        /// The call.
+        call: CallToken,
+        /// Whether the PIN was right.
+        ok: bool,
+    },
+    /// The PIN was right and the room lives in this shard.
+    Join {
+        /// The call.
+        call: CallToken,
+        /// The room.
+        room: RoomKey,
+    },
+    /// The PIN was right and the room lives in another shard: move the member there.
+    Transfer {
+        /// The call.
+        call: CallToken,
+        /// The room.
+        room: RoomKey,
+        /// The shard that owns the room.
+        to: Sender<ShardCommand>,
+    },
+    /// A member moved here from another shard.
+    Adopt {
+        /// Its state.
+        member: Box<Member>,
+        /// Its socket.
+        socket: UdpSocket,
+        /// The room to join.
+        room: RoomKey,
+    },
+    /// A re-INVITE changed the media.
+    UpdateMedia {
+        /// The call.
+        call: CallToken,
+        /// New parameters.
+        media: MediaParams,
+    },
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// Signalling's handle on a shard.
+pub struct ShardHandle {
+    /// Command channel.
+    pub commands: Sender<ShardCommand>,
+    /// Members currently in the shard (for balancing).
+    pub members: Arc<AtomicUsize>,
+    /// Rooms currently in the shard.
+    pub rooms: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ShardHandle {
+    /// Starts a shard thread.
+    pub fn spawn(
+        index: usize,
+        settings: ConferenceSettings,
+        prompts: Arc<Prompts>,
+        events: UnboundedSender<ConferenceEvent>,
+    ) -> std::io::Result<ShardHandle> {
+        let (tx, rx) = mpsc::channel();
+        let members = Arc::new(AtomicUsize::new(0));
+        let rooms = Arc::new(AtomicUsize::new(0));
+        let (m, r) = (members.clone(), rooms.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("mixer-{index}"))
+            .spawn(move || {
+                let conference = Conference::new(settings, prompts);
+                run(conference, rx, events, m, r);
+            })?;
+        Ok(ShardHandle {
+            commands: tx,
+            members,
+            rooms,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command (a dead shard is ignored: signalling will clean up).
+    pub fn send(&self, cmd: ShardCommand) {
+        let _ = self.commands.send(cmd);
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn shutdown(&mut self) {
+        let _ = self.commands.send(ShardCommand::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn place(sockets: &mut Vec<Option<UdpSocket>>, slot: usize, socket: UdpSocket) {
+    if sockets.len() <= slot {
+        sockets.resize_with(slot + 1, || None);
+    }
+    sockets[slot] = Some(socket);
+}
+
+fn run(
+    mut conf: Conference,
+    rx: Receiver<ShardCommand>,
+    events: UnboundedSender<ConferenceEvent>,
+    members: Arc<AtomicUsize>,
+    rooms: Arc<AtomicUsize>,
+) {
+    let mut sockets: Vec<Option<UdpSocket>> = Vec::new();
+    let mut tombstones: HashSet<CallToken> = HashSet::new();
+    let mut buf = vec![0u8; 2048];
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        let now = Instant::now();
+        for _ in 0..COMMAND_BOUND {
+            let cmd = match rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            };
+            match cmd {
+                ShardCommand::Add {
+                    call,
+                    media,
+                    seed,
+                    socket,
+                } => {
+                    if tombstones.remove(&call) {
+                        continue;
+                    }
+                    let slot = conf.add_member(now, call, media, seed);
+                    place(&mut sockets, slot, socket);
+                }
+                ShardCommand::Remove { call } => match conf.remove(call) {
+                    Some(slot) => {
+                        if let Some(s) = sockets.get_mut(slot) {
+                            *s = None;
+                        }
+                    }
+                    None => {
+                        // The member may be on its way here from another shard.
+                        if tombstones.len() >= TOMBSTONE_BOUND {
+                            tombstones.clear();
+                        }
+                        tombstones.insert(call);
+                    }
+                },
+                ShardCommand::PinResult { call, ok } => conf.handle_pin_result(now, call, ok),
+                ShardCommand::Join { call, room } => conf.join(now, call, room),
+                ShardCommand::Transfer { call, room, to } => {
+                    if let Some((slot, member)) = conf.take(call) {
+                        if let Some(socket) = sockets.get_mut(slot).and_then(Option::take) {
+                            let _ = to.send(ShardCommand::Adopt {
+                                member,
+                                socket,
+                                room,
+                            });
+                        }
+                    }
+                }
+                ShardCommand::Adopt {
+                    member,
+                    socket,
+                    room,
+                } => {
+                    if tombstones.remove(&member.token()) {
+                        continue;
+                    }
+                    let slot = conf.adopt(now, member, room);
+                    place(&mut sockets, slot, socket);
+                }
+                ShardCommand::UpdateMedia { call, media } => conf.update_media(call, media),
+                ShardCommand::Shutdown => return,
+            }
+        }
+
+        let now = Instant::now();
+        for (slot, socket) in sockets.iter().enumerate() {
+            let Some(socket) = socket else { continue };
+            for _ in 0..RECV_BOUND {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, src)) => conf.handle_rtp(now, slot, src, &buf[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+
+        if now >= next_tick {
+            conf.handle_tick(now);
+            conf.drain_transmits(|slot, dest, bytes| {
+                if let Some(Some(s)) = sockets.get(slot) {
+                    // A full send buffer or an unreachable peer loses one frame, nothing more.
+                    let _ = s.send_to(bytes, dest);
+                }
+            });
+            next_tick += TICK;
+            if now > next_tick + 5 * TICK {
+                // We fell far behind (machine suspended, overload): do not burst to catch up.
+                next_tick = now + TICK;
+            }
+        }
+        while let Some(ev) = conf.poll_event() {
+            let _ = events.send(ev);
+        }
+        members.store(conf.members(), Ordering::Relaxed);
+        rooms.store(conf.rooms(), Ordering::Relaxed);
+
+        let now = Instant::now();
+        if next_tick > now {
+            // Commands wait at most one tick; that is the latency of a call set-up step.
+            std::thread::sleep(next_tick - now);
+        }
+    }
+}

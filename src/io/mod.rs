@@ -1,0 +1,6 @@
+//! The I/O edges: sockets, threads and clocks. Nothing clever lives here; each edge
+//! feeds a sans-IO core and sends what it returns.
+
+pub mod media;
+pub mod rtp_ports;
+pub mod signalling;

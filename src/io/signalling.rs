@@ -1,0 +1,423 @@
+//! The signalling edge: the SIP UDP socket, the [`Endpoint`], and call control.
+//!
+//! One tokio task owns the socket, the endpoint and the call table. It turns endpoint
+//! events into media actions (allocate a port, negotiate SDP, hand the call to a shard)
+//! and shard events into SIP actions (hang up), and verifies PINs on the blocking pool
+//! so that argon2 never runs on the mixer threads or this loop.
+
+use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed};
+use crate::config::Config;
+use crate::io::media::{ShardCommand, ShardHandle};
+use crate::io::rtp_ports::PortPool;
+use crate::redact::CallToken;
+use crate::room::pin::PinIndex;
+use crate::sip::endpoint::{EndReason, Endpoint, Event};
+use crate::sip::sdp::{negotiate, Answer, Direction, SdpError, SessionDescription};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+
+/// Datagrams handled per wake-up before timers and events get their turn.
+const RECV_BATCH: usize = 64;
+
+/// Longest the loop sleeps when nothing is due (bounds the cost of a lost wake-up).
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+
+struct CallEntry {
+    shard: usize,
+    port: u16,
+    media: MediaParams,
+    session_id: u64,
+    sdp_version: u64,
+    room: Option<RoomKey>,
+    verifying: bool,
+}
+
+/// Aggregate call counters (no per-call data).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallCounters {
+    /// Calls answered.
+    pub calls: u64,
+    /// Calls refused (no codec, no port).
+    pub rejected: u64,
+    /// Wrong PIN attempts.
+    pub pin_failures: u64,
+    /// Callers admitted to a room.
+    pub admitted: u64,
+}
+
+/// The signalling task's state.
+pub struct Signalling {
+    config: Arc<Config>,
+    endpoint: Endpoint,
+    socket: Arc<UdpSocket>,
+    calls: HashMap<CallToken, CallEntry>,
+    ports: PortPool,
+    shards: Vec<ShardHandle>,
+    pins: Arc<PinIndex>,
+    pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
+    counters: CallCounters,
+}
+
+impl Signalling {
+    /// Builds the task state.
+    pub fn new(
+        config: Arc<Config>,
+        endpoint: Endpoint,
+        socket: Arc<UdpSocket>,
+        shards: Vec<ShardHandle>,
+        pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
+    ) -> Signalling {
+        let pins = Arc::new(PinIndex::new(config.rooms.iter().map(|r| &r.pin)));
+        let ports = PortPool::new(
+            config.media.rtp_address,
+            config.media.rtp_port_min,
+            config.media.rtp_port_max,
+        );
+        Signalling {
+            config,
+            endpoint,
+            socket,
+            calls: HashMap::new(),
+            ports,
+            shards,
+            pins,
+            pin_tx,
+            counters: CallCounters::default(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; then hangs up every call and stops the shards.
+    pub async fn run(
+        mut self,
+        mut shard_events: UnboundedReceiver<ConferenceEvent>,
+        mut pin_results: UnboundedReceiver<(CallToken, Option<RoomKey>)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; self.config.sip.max_message_size + 1];
+        loop {
+            let deadline = self
+                .endpoint
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + IDLE_WAKE);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r {
+                        self.on_datagram(src, &buf[..n]);
+                        // Drain what else is queued without waking again.
+                        for _ in 0..RECV_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => self.on_datagram(src, &buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.endpoint.handle_timeout(Instant::now());
+                }
+                Some(ev) = shard_events.recv() => self.on_shard_event(ev),
+                Some((call, room)) = pin_results.recv() => self.on_pin_result(call, room),
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+            self.pump().await;
+        }
+        self.shutdown().await;
+    }
+
+    fn on_datagram(&mut self, src: SocketAddr, data: &[u8]) {
+        if data.len() > self.config.sip.max_message_size {
+            // Truncated by our buffer: too large to be ours; dropped before parsing.
+            return;
+        }
+        self.endpoint
+            .handle_datagram(Instant::now(), src, Bytes::copy_from_slice(data));
+    }
+
+    /// Sends what the endpoint queued and handles its events (which may queue more).
+    async fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_endpoint_event(ev);
+            }
+            while let Some(t) = self.endpoint.poll_transmit() {
+                progressed = true;
+                let _ = self.socket.send_to(&t.bytes, t.dest).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_endpoint_event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Incoming { call, offer, .. } => self.on_incoming(now, call, &offer),
+            Event::Reinvite { call, offer } => self.on_reinvite(now, call, &offer),
+            Event::Cancelled { call } => {
+                tracing::info!(%call, "call cancelled");
+                self.drop_call(call);
+            }
+            Event::Ended { call, reason } => {
+                match reason {
+                    EndReason::RemoteBye => tracing::info!(%call, "caller hung up"),
+                    EndReason::NoAck => tracing::info!(%call, "no ACK for our answer; call ended"),
+                    EndReason::LocalHangup => {}
+                }
+                self.drop_call(call);
+            }
+        }
+    }
+
+    fn negotiate(
+        &self,
+        offer: &[u8],
+    ) -> Result<(SessionDescription, crate::sip::sdp::Negotiated), SdpError> {
+        let sdp = SessionDescription::parse(offer)?;
+        let n = negotiate(&sdp, &self.config.media.codecs)?;
+        Ok((sdp, n))
+    }
+
+    fn media_params(n: &crate::sip::sdp::Negotiated) -> MediaParams {
+        let answer = n.offered_direction.answer();
+        MediaParams {
+            codec: n.codec,
+            payload_type: n.payload_type,
+            telephone_event: n.telephone_event,
+            remote: n.remote_rtp,
+            send: answer.sends(),
+            receive: answer.receives(),
+        }
+    }
+
+    fn pick_shard(&self) -> usize {
+        // The least loaded shard takes the IVR; the room's own shard takes the member later.
+        self.shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.members.load(Ordering::Relaxed))
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+
+    fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8]) {
+        let (sdp, n) = match self.negotiate(offer) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::info!(%call, reason = %e, "call refused: SDP not acceptable");
+                self.counters.rejected += 1;
+                let code = match e {
+                    SdpError::NoCommonCodec | SdpError::NoConnection => 488,
+                    _ => 400,
+                };
+                self.endpoint.reject(now, call, code, Some(&e.to_string()));
+                return;
+            }
+        };
+        let (port, socket) = match self.ports.allocate() {
+            Ok(x) => x,
+            Err(_) => {
+                tracing::warn!(%call, "call refused: RTP port range exhausted");
+                self.counters.rejected += 1;
+                self.endpoint
+                    .reject(now, call, 503, Some("no media port free"));
+                return;
+            }
+        };
+        let media = Self::media_params(&n);
+        let session_id = rand::random::<u32>() as u64;
+        let answer = Answer {
+            offer: &sdp,
+            negotiated: &n,
+            address: self.config.media.public_address,
+            port,
+            session_id,
+            version: 1,
+            direction: n.offered_direction.answer(),
+        }
+        .render();
+        let shard = self.pick_shard();
+        let seed = RtpSeed {
+            ssrc: rand::random(),
+            sequence: rand::random(),
+            timestamp: rand::random(),
+        };
+        self.shards[shard].send(ShardCommand::Add {
+            call,
+            media,
+            seed,
+            socket,
+        });
+        self.calls.insert(
+            call,
+            CallEntry {
+                shard,
+                port,
+                media,
+                session_id,
+                sdp_version: 1,
+                room: None,
+                verifying: false,
+            },
+        );
+        self.counters.calls += 1;
+        tracing::info!(%call, codec = ?n.codec, "call answered");
+        self.endpoint.accept(now, call, &answer);
+    }
+
+    fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8]) {
+        let Some(entry) = self.calls.get(&call) else {
+            self.endpoint.reject(now, call, 481, None);
+            return;
+        };
+        let (port, session_id, version) = (entry.port, entry.session_id, entry.sdp_version + 1);
+        if offer.is_empty() {
+            // An offer-less re-INVITE wants our offer; we do not make offers yet.
+            self.endpoint
+                .reject(now, call, 488, Some("SDP offer required"));
+            return;
+        }
+        let (sdp, n) = match self.negotiate(offer) {
+            Ok(x) => x,
+            Err(e) => {
+                // RFC 3264 §8: a refused re-offer leaves the session as it was.
+                self.endpoint.reject(now, call, 488, Some(&e.to_string()));
+                return;
+            }
+        };
+        let media = Self::media_params(&n);
+        let answer = Answer {
+            offer: &sdp,
+            negotiated: &n,
+            address: self.config.media.public_address,
+            port,
+            session_id,
+            version,
+            direction: n.offered_direction.answer(),
+        }
+        .render();
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.media = media;
+            entry.sdp_version = version;
+            self.shards[entry.shard].send(ShardCommand::UpdateMedia { call, media });
+        }
+        tracing::info!(%call, direction = ?Direction::answer(n.offered_direction), "session updated");
+        self.endpoint.accept(now, call, &answer);
+    }
+
+    fn drop_call(&mut self, call: CallToken) {
+        if let Some(entry) = self.calls.remove(&call) {
+            self.shards[entry.shard].send(ShardCommand::Remove { call });
+            self.ports.release(entry.port);
+        }
+    }
+
+    fn on_shard_event(&mut self, ev: ConferenceEvent) {
+        match ev {
+            ConferenceEvent::PinEntered { call, attempt } => {
+                let Some(entry) = self.calls.get_mut(&call) else {
+                    return;
+                };
+                if entry.verifying {
+                    return;
+                }
+                entry.verifying = true;
+                let pins = self.pins.clone();
+                let tx = self.pin_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let room = pins.lookup(&attempt.0);
+                    drop(attempt);
+                    let _ = tx.send((call, room));
+                });
+            }
+            ConferenceEvent::Hangup { call, reason } => {
+                match reason {
+                    HangupReason::PinFailed => tracing::info!(%call, "no valid PIN; hanging up"),
+                    HangupReason::MediaTimeout => tracing::info!(%call, "no media; hanging up"),
+                }
+                self.endpoint.hangup(Instant::now(), call);
+                self.drop_call(call);
+            }
+        }
+    }
+
+    fn on_pin_result(&mut self, call: CallToken, room: Option<RoomKey>) {
+        let shards = self.shards.len().max(1);
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        entry.verifying = false;
+        match room {
+            None => {
+                self.counters.pin_failures += 1;
+                tracing::info!(%call, "wrong PIN");
+                self.shards[entry.shard].send(ShardCommand::PinResult { call, ok: false });
+            }
+            Some(room) => {
+                self.counters.admitted += 1;
+                entry.room = Some(room);
+                // Every member of a room lives in the room's home shard, so its mix
+                // is one loop over local memory.
+                let home = room % shards;
+                if home == entry.shard {
+                    self.shards[home].send(ShardCommand::Join { call, room });
+                } else {
+                    let to = self.shards[home].commands.clone();
+                    self.shards[entry.shard].send(ShardCommand::Transfer { call, room, to });
+                    entry.shard = home;
+                }
+                tracing::info!(%call, "caller admitted to a room");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let now = Instant::now();
+        let calls: Vec<CallToken> = self.calls.keys().copied().collect();
+        for call in calls {
+            self.endpoint.hangup(now, call);
+            self.drop_call(call);
+        }
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let _ = self.socket.send_to(&t.bytes, t.dest).await;
+        }
+        for s in &mut self.shards {
+            s.shutdown();
+        }
+        tracing::info!(
+            calls = self.counters.calls,
+            rejected = self.counters.rejected,
+            pin_failures = self.counters.pin_failures,
+            admitted = self.counters.admitted,
+            "stopped"
+        );
+    }
+}
+
+/// Channels the server wires between shards, signalling and the PIN pool.
+pub fn channels() -> (
+    (
+        UnboundedSender<ConferenceEvent>,
+        UnboundedReceiver<ConferenceEvent>,
+    ),
+    (
+        UnboundedSender<(CallToken, Option<RoomKey>)>,
+        UnboundedReceiver<(CallToken, Option<RoomKey>)>,
+    ),
+) {
+    (unbounded_channel(), unbounded_channel())
+}

@@ -1,0 +1,104 @@
+//! The `sotto` binary: run the bridge, check a config file, hash a PIN.
+
+use anyhow::{bail, Context, Result};
+use sotto::config::Config;
+use sotto::room::pin::hash_pin;
+use sotto::room::prompts::Prompts;
+use std::io::Read;
+use std::path::PathBuf;
+
+const USAGE: &str = "\
+usage:
+  sotto [run] [--config FILE]     run the bridge (default config: config/sotto.toml)
+  sotto check-config FILE         validate a config file and exit
+  sotto hash-pin [--salt B64]     read a PIN on stdin, print its argon2id hash
+";
+
+const DEFAULT_CONFIG: &str = "config/sotto.toml";
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("sotto: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, rest)) if !c.starts_with('-') => (c.as_str(), rest),
+        _ => ("run", &args[..]),
+    };
+    match cmd {
+        "run" => {
+            let config = match rest {
+                [] => PathBuf::from(DEFAULT_CONFIG),
+                [flag, path] if flag == "--config" || flag == "-c" => PathBuf::from(path),
+                _ => bail!("{USAGE}"),
+            };
+            run(config)
+        }
+        "check-config" => {
+            let [path] = rest else { bail!("{USAGE}") };
+            let config = Config::load(path.as_ref())?;
+            Prompts::load(&config.prompts.directory, config.prompts.language.code())
+                .context("prompts")?;
+            println!(
+                "{path}: ok ({} room(s), SIP on {}, RTP {}-{})",
+                config.rooms.len(),
+                config.sip.udp[0],
+                config.media.rtp_port_min,
+                config.media.rtp_port_max
+            );
+            Ok(())
+        }
+        "hash-pin" => {
+            let salt = match rest {
+                [] => None,
+                [flag, salt] if flag == "--salt" => Some(salt.as_str()),
+                _ => bail!("{USAGE}"),
+            };
+            let mut input = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .take(256)
+                .read_to_string(&mut input)
+                .context("reading the PIN from stdin")?;
+            let hash = hash_pin(input.trim(), salt)?;
+            println!("{hash}");
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}
+
+fn run(config_path: PathBuf) -> Result<()> {
+    let config = Config::load(&config_path)?;
+    tracing_subscriber::fmt()
+        .with_max_level(config.log.level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let prompts = Prompts::load(&config.prompts.directory, config.prompts.language.code())
+        .context("loading prompts")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = sotto::server::start(config, prompts).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        server.stop().await;
+        Ok(())
+    })
+}
