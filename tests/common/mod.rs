@@ -1,0 +1,376 @@
+//! Test kit: a small SIP phone over loopback, tone generators and a Goertzel detector.
+//!
+//! The phone speaks just enough SIP (INVITE/ACK/BYE, answering a BYE) and RTP (PCMU,
+//! RFC 4733 digits) to dial into the bridge like a desk phone would. Its media runs
+//! on a thread with a 20 ms pacing loop; everything it hears is kept for analysis.
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use bytes::Bytes;
+use sotto::media::g711::Law;
+use sotto::sip::message::{parse, HeaderAccess, Limits, Message};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Config text for an in-process bridge: loopback, port 0, given rooms.
+pub fn test_config(rooms: &[(&str, &str)], rtp_ports: &str, extra: &str) -> sotto::config::Config {
+    let mut text = format!(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n[media]\nrtp_ports = \"{rtp_ports}\"\n{extra}\n[mixer]\nshards = 2\n"
+    );
+    for (i, (id, pin)) in rooms.iter().enumerate() {
+        let hash = sotto::room::pin::cheap_hash_for_tests(pin, format!("salt-{i}-salt").as_bytes());
+        text.push_str(&format!("[[room]]\nid = \"{id}\"\npin = \"{hash}\"\n"));
+    }
+    sotto::config::Config::parse(&text, "test.toml".as_ref(), ".".as_ref()).expect("test config")
+}
+
+/// Prompts made of distinct tones so tests can tell which one a phone heard.
+pub fn tone_prompts() -> sotto::room::prompts::Prompts {
+    use sotto::room::ivr::Prompt;
+    sotto::room::prompts::Prompts::from_fn(|p| match p {
+        Prompt::EnterPin => tone(300.0, 0.6, 8000.0),
+        Prompt::WrongPin => tone(350.0, 0.3, 8000.0),
+        Prompt::Goodbye => tone(380.0, 0.3, 8000.0),
+        Prompt::FirstParticipant => tone(2000.0, 0.6, 8000.0),
+        Prompt::JoinTone => tone(1500.0, 0.2, 8000.0),
+    })
+}
+
+/// A sine tone at -12 dBFS.
+pub fn tone(freq: f64, secs: f64, rate: f64) -> Vec<i16> {
+    let n = (secs * rate) as usize;
+    (0..n)
+        .map(|i| ((2.0 * std::f64::consts::PI * freq * i as f64 / rate).sin() * 8000.0) as i16)
+        .collect()
+}
+
+/// Share of the signal's power at `freq` (Goertzel), 0..1 (~1 for a pure tone).
+pub fn tone_share(samples: &[i16], freq: f64, rate: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let n = samples.len() as f64;
+    let k = (n * freq / rate).round();
+    let w = 2.0 * std::f64::consts::PI * k / n;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut energy = 0.0f64;
+    for &x in samples {
+        let x = x as f64;
+        energy += x * x;
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    if energy == 0.0 {
+        return 0.0;
+    }
+    // For a pure tone at bin k, power = (N·A/2)^2 and energy = N·A^2/2.
+    (power * 2.0 / (n * energy)).min(1.0)
+}
+
+#[derive(Default)]
+struct MediaShared {
+    received: Vec<i16>,
+    digits: VecDeque<u8>,
+    remote: Option<SocketAddr>,
+    silent: bool,
+}
+
+/// A SIP phone on loopback.
+pub struct Phone {
+    pub sip: UdpSocket,
+    bridge: SocketAddr,
+    call_id: String,
+    from_tag: String,
+    to_tag: Option<String>,
+    cseq: u32,
+    media: Arc<Mutex<MediaShared>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    rtp_addr: SocketAddr,
+}
+
+impl Phone {
+    /// A phone that will play `tone_hz` once in the room (0: silence).
+    pub fn new(bridge: SocketAddr, tone_hz: f64) -> Phone {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        let rtp_addr = rtp.local_addr().unwrap();
+        let media = Arc::new(Mutex::new(MediaShared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let media = media.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || media_loop(rtp, media, stop, tone_hz))
+        };
+        Phone {
+            sip,
+            bridge,
+            call_id: format!("{:016x}@test", rand::random::<u64>()),
+            from_tag: format!("{:08x}", rand::random::<u32>()),
+            to_tag: None,
+            cseq: 1,
+            media,
+            stop,
+            thread: Some(thread),
+            rtp_addr,
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.sip.local_addr().unwrap()
+    }
+
+    fn headers(&self, method: &str, branch: &str, cseq: u32) -> String {
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        format!(
+            "{method} sip:conference@{b} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: \"Test Phone\" <sip:phone@{l}>;tag={ft}\r\nTo: <sip:conference@{b}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:phone@{l}>\r\n",
+            b = self.bridge,
+            l = self.local(),
+            ft = self.from_tag,
+            cid = self.call_id,
+        )
+    }
+
+    fn recv(&self, deadline: Instant) -> Option<Message> {
+        let mut buf = [0u8; 8192];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sip.recv_from(&mut buf) {
+                if let Ok(m) = parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+
+    /// Dials the bridge; returns the final status code.
+    pub fn call(&mut self) -> u16 {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n",
+            self.rtp_addr.port()
+        );
+        let branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
+        let msg = format!(
+            "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
+            self.headers("INVITE", &branch, self.cseq),
+            sdp.len(),
+            sdp
+        );
+        self.sip.send_to(msg.as_bytes(), self.bridge).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(m) = self.recv(deadline) {
+            let Message::Response(r) = m else { continue };
+            if r.code < 200 {
+                continue;
+            }
+            if r.code >= 300 {
+                return r.code;
+            }
+            self.to_tag = r.to().ok().and_then(|t| t.tag).map(|t| t.to_string());
+            let answer = sotto::sip::sdp::SessionDescription::parse(&r.body).expect("answer SDP");
+            let m = &answer.media[0];
+            let ip = m.connection.or(answer.connection).unwrap();
+            self.media.lock().unwrap().remote = Some(SocketAddr::new(ip, m.port));
+            let ack_branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
+            let ack = format!(
+                "{}Content-Length: 0\r\n\r\n",
+                self.headers("ACK", &ack_branch, self.cseq)
+            );
+            self.sip.send_to(ack.as_bytes(), self.bridge).unwrap();
+            return r.code;
+        }
+        0
+    }
+
+    /// Queues RFC 4733 digits (e.g. "31415926#").
+    pub fn dial_digits(&self, digits: &str) {
+        let mut m = self.media.lock().unwrap();
+        for c in digits.chars() {
+            let ev = match c {
+                '0'..='9' => c as u8 - b'0',
+                '*' => 10,
+                '#' => 11,
+                _ => continue,
+            };
+            m.digits.push_back(ev);
+        }
+    }
+
+    /// Stops sending RTP (a phone that vanished).
+    pub fn go_silent(&self) {
+        self.media.lock().unwrap().silent = true;
+    }
+
+    /// Hangs up with BYE; returns the response code.
+    pub fn hangup(&mut self) -> u16 {
+        self.cseq += 1;
+        let branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
+        let bye = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            self.headers("BYE", &branch, self.cseq)
+        );
+        self.sip.send_to(bye.as_bytes(), self.bridge).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while let Some(m) = self.recv(deadline) {
+            if let Message::Response(r) = m {
+                if r.cseq().map(|c| c.cseq) == Ok(self.cseq) {
+                    return r.code;
+                }
+            }
+        }
+        0
+    }
+
+    /// Waits for a BYE from the bridge and answers it 200; true if one came in time.
+    pub fn wait_for_bye(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        while Instant::now() < deadline {
+            let Ok((n, src)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(Message::Request(req)) =
+                parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+            else {
+                continue;
+            };
+            if req.method != ezk_method_bye() {
+                continue;
+            }
+            let resp =
+                sotto::sip::message::build_response(&req, src, 200, None, &[], None).unwrap();
+            self.sip.send_to(&resp, src).unwrap();
+            return true;
+        }
+        false
+    }
+
+    /// Everything heard so far.
+    pub fn received(&self) -> Vec<i16> {
+        self.media.lock().unwrap().received.clone()
+    }
+
+    /// The last `secs` seconds heard.
+    pub fn last_heard(&self, secs: f64) -> Vec<i16> {
+        let r = self.received();
+        let n = ((secs * 8000.0) as usize).min(r.len());
+        r[r.len() - n..].to_vec()
+    }
+}
+
+fn ezk_method_bye() -> ezk_sip_types::Method {
+    ezk_sip_types::Method::BYE
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn media_loop(rtp: UdpSocket, media: Arc<Mutex<MediaShared>>, stop: Arc<AtomicBool>, tone_hz: f64) {
+    let ssrc: u32 = rand::random();
+    let mut seq: u16 = rand::random();
+    let mut ts: u32 = rand::random();
+    let mut phase = 0usize;
+    let mut next = Instant::now();
+    let mut buf = [0u8; 2048];
+    // A digit is sent as 5 packets (3 in progress, then the end packet three times,
+    // RFC 4733 §2.5.1.4), then 3 ticks of pause.
+    let mut digit_step: Option<(u8, u32, usize)> = None;
+    let mut pause = 0usize;
+    let mut pcm = [0i16; 160];
+    let mut payload = [0u8; 160];
+    while !stop.load(Ordering::Relaxed) {
+        // Receive what arrived.
+        loop {
+            match rtp.recv_from(&mut buf) {
+                Ok((n, _)) if n > 12 => {
+                    let cc = (buf[0] & 0x0f) as usize;
+                    let start = 12 + 4 * cc;
+                    if buf[1] & 0x7f == 0 && n > start {
+                        let mut out = vec![0i16; n - start];
+                        Law::Ulaw.decode(&buf[start..n], &mut out);
+                        media.lock().unwrap().received.extend_from_slice(&out);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let (remote, silent) = {
+            let m = media.lock().unwrap();
+            (m.remote, m.silent)
+        };
+        if let (Some(remote), false) = (remote, silent) {
+            if digit_step.is_none() && pause == 0 {
+                if let Some(d) = media.lock().unwrap().digits.pop_front() {
+                    digit_step = Some((d, ts, 0));
+                }
+            }
+            let mut pkt = Vec::with_capacity(200);
+            if let Some((digit, event_ts, step)) = digit_step {
+                let end = step >= 2;
+                let duration = ((step.min(2) + 1) * 160) as u16;
+                pkt.extend_from_slice(&[0x80, if step == 0 { 0x80 | 101 } else { 101 }]);
+                pkt.extend_from_slice(&seq.to_be_bytes());
+                pkt.extend_from_slice(&event_ts.to_be_bytes());
+                pkt.extend_from_slice(&ssrc.to_be_bytes());
+                pkt.extend_from_slice(&[digit, if end { 0x80 | 10 } else { 10 }]);
+                pkt.extend_from_slice(&duration.to_be_bytes());
+                digit_step = if step + 1 >= 5 {
+                    pause = 3;
+                    None
+                } else {
+                    Some((digit, event_ts, step + 1))
+                };
+            } else {
+                if pause > 0 {
+                    pause -= 1;
+                }
+                let in_room = media.lock().unwrap().digits.is_empty();
+                for s in pcm.iter_mut() {
+                    *s = if tone_hz > 0.0 && in_room {
+                        ((2.0 * std::f64::consts::PI * tone_hz * phase as f64 / 8000.0).sin()
+                            * 8000.0) as i16
+                    } else {
+                        0
+                    };
+                    phase += 1;
+                }
+                Law::Ulaw.encode(&pcm, &mut payload);
+                pkt.extend_from_slice(&[0x80, 0]);
+                pkt.extend_from_slice(&seq.to_be_bytes());
+                pkt.extend_from_slice(&ts.to_be_bytes());
+                pkt.extend_from_slice(&ssrc.to_be_bytes());
+                pkt.extend_from_slice(&payload);
+            }
+            let _ = rtp.send_to(&pkt, remote);
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(160);
+        }
+        next += Duration::from_millis(20);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+}
