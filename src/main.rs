@@ -81,6 +81,7 @@ fn run(config_path: PathBuf) -> Result<()> {
         .with_max_level(config.log.level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let prompts = Prompts::load(&config.prompts.directory, config.prompts.language.code())
         .context("loading prompts")?;

@@ -1,4 +1,5 @@
 //! Media shard threads: each owns its members' RTP sockets and one [`Conference`].
+#![allow(clippy::disallowed_methods)] // an I/O edge: it owns the clock
 //!
 //! The loop, once per 20 ms tick: take commands from signalling, drain every member's
 //! socket (non-blocking, bounded), run the conference tick, send what it wrote, report

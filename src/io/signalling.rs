@@ -1,4 +1,5 @@
 //! The signalling edge: the SIP UDP socket, the [`Endpoint`], and call control.
+#![allow(clippy::disallowed_methods)] // an I/O edge: it owns the clock
 //!
 //! One tokio task owns the socket, the endpoint and the call table. It turns endpoint
 //! events into media actions (allocate a port, negotiate SDP, hand the call to a shard)
@@ -408,16 +409,19 @@ impl Signalling {
     }
 }
 
+/// Events from the shards to signalling.
+pub type ShardEvents = (
+    UnboundedSender<ConferenceEvent>,
+    UnboundedReceiver<ConferenceEvent>,
+);
+
+/// PIN verification results: the call and the room its PIN opened, if any.
+pub type PinResults = (
+    UnboundedSender<(CallToken, Option<RoomKey>)>,
+    UnboundedReceiver<(CallToken, Option<RoomKey>)>,
+);
+
 /// Channels the server wires between shards, signalling and the PIN pool.
-pub fn channels() -> (
-    (
-        UnboundedSender<ConferenceEvent>,
-        UnboundedReceiver<ConferenceEvent>,
-    ),
-    (
-        UnboundedSender<(CallToken, Option<RoomKey>)>,
-        UnboundedReceiver<(CallToken, Option<RoomKey>)>,
-    ),
-) {
+pub fn channels() -> (ShardEvents, PinResults) {
     (unbounded_channel(), unbounded_channel())
 }

@@ -150,16 +150,19 @@ pub fn hash_pin(pin: &str, salt: Option<&str>) -> Result<String, PinError> {
     Ok(h.to_string())
 }
 
+/// Rooms sharing one (parameters, salt) group: the group's parameters and each room's index and hash.
+type PinGroup = (PinHash, Vec<(usize, Vec<u8>)>);
+
 /// Room lookup by PIN: one argon2 run per (parameters, salt) group.
 #[derive(Debug, Clone)]
 pub struct PinIndex {
-    groups: Vec<(PinHash, Vec<(usize, Vec<u8>)>)>,
+    groups: Vec<PinGroup>,
 }
 
 impl PinIndex {
     /// Builds the index over rooms' hashes; the position in `hashes` is the room index returned.
     pub fn new<'a>(hashes: impl IntoIterator<Item = &'a PinHash>) -> PinIndex {
-        let mut groups: Vec<(PinHash, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        let mut groups: Vec<PinGroup> = Vec::new();
         for (i, h) in hashes.into_iter().enumerate() {
             match groups
                 .iter_mut()

@@ -275,7 +275,7 @@ impl Endpoint {
             }
             return;
         }
-        if matches!(req.max_forwards(), Err(_)) {
+        if req.max_forwards().is_err() {
             self.counters.bad_requests += 1;
             if !is_ack {
                 self.respond_stateless(&req, source, 400, &[]);

@@ -505,6 +505,7 @@ impl NonInviteClient {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 mod tests {
     use super::*;
 

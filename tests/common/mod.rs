@@ -341,9 +341,7 @@ fn media_loop(rtp: UdpSocket, media: Arc<Mutex<MediaShared>>, stop: Arc<AtomicBo
                     Some((digit, event_ts, step + 1))
                 };
             } else {
-                if pause > 0 {
-                    pause -= 1;
-                }
+                pause = pause.saturating_sub(1);
                 let in_room = media.lock().unwrap().digits.is_empty();
                 for s in pcm.iter_mut() {
                     *s = if tone_hz > 0.0 && in_room {
