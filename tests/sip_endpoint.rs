@@ -1,0 +1,1791 @@
+//! Scenario tests of the sans-IO SIP UAS core, [`sotto::sip::endpoint::Endpoint`].
+//!
+//! Each test plays one caller against one endpoint on a virtual clock: datagrams go in
+//! with `handle_datagram(now, ..)`, the clock only moves to the deadlines the endpoint
+//! asks for (`poll_timeout`), and everything it sends is parsed back with
+//! `sotto::sip::message::parse` to assert on status codes, headers and send times.
+//! Nothing sleeps and nothing touches a socket.
+//!
+//! Tests marked `#[ignore = "bug: .."]` describe behaviour the RFC asks for that the
+//! endpoint does not have yet; run them with `cargo test --test sip_endpoint -- --ignored`.
+
+use bytes::Bytes;
+use ezk_sip_types::Name;
+use sotto::redact::CallToken;
+use sotto::sip::endpoint::{EndReason, Endpoint, EndpointConfig, Event};
+use sotto::sip::message::{parse, HeaderAccess, Limits, Message, Request, Response};
+use sotto::sip::transaction::{Timers, Transmit};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+// ---- the testkit ----------------------------------------------------------------------
+
+/// Our address, as configured.
+const LOCAL: &str = "127.0.0.1:5060";
+/// Where the caller's datagrams come from: a NAT in front of the phone, so the source
+/// differs from the Via sent-by (`10.0.0.2:5070`) and only rport gets answers back.
+const CALLER: &str = "192.0.2.10:40001";
+/// The caller's Via sent-by, as written in its requests.
+const CALLER_VIA: &str = "10.0.0.2:5070";
+/// The caller's From header (with its tag) in every request it sends.
+const CALLER_FROM: &str = "\"Alice\" <sip:alice@example.org>;tag=alice-tag";
+/// The To header of the initial INVITE (before we add our tag).
+const CONF_TO: &str = "<sip:conf@127.0.0.1>";
+/// The caller's Contact URI (the remote target of the dialog).
+const CALLER_CONTACT: &str = "sip:alice@10.0.0.2:5070;transport=udp";
+
+/// An SDP offer as a phone would send it (CRLF line ends).
+const OFFER: &str = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 10.0.0.2\r\n\
+s=-\r\n\
+c=IN IP4 10.0.0.2\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 0 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=sendrecv\r\n";
+
+/// The answer the application gives to `accept`.
+const ANSWER: &str = "v=0\r\n\
+o=sotto 1 1 IN IP4 127.0.0.1\r\n\
+s=sotto\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 30000 RTP/AVP 0 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=sendrecv\r\n";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One endpoint on a virtual clock, plus what it sent and when.
+struct Bench {
+    ep: Endpoint,
+    t0: Instant,
+    now: Instant,
+}
+
+impl Bench {
+    fn new() -> Self {
+        Self::with_max_transactions(100)
+    }
+
+    fn with_max_transactions(max_transactions: usize) -> Self {
+        let ep = Endpoint::new(EndpointConfig {
+            local: addr(LOCAL),
+            timers: Timers::default(),
+            limits: Limits::default(),
+            max_transactions,
+        });
+        let t0 = Instant::now();
+        Bench { ep, t0, now: t0 }
+    }
+
+    /// Virtual time `ms` milliseconds after the start.
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Milliseconds since the start.
+    fn elapsed_ms(&self) -> u64 {
+        (self.now - self.t0).as_millis() as u64
+    }
+
+    /// Moves the clock to `at_ms`, firing every deadline on the way; returns what was sent
+    /// by the timers, each with the millisecond it was sent at.
+    fn run_until(&mut self, at_ms: u64) -> Vec<(u64, Transmit)> {
+        let target = self.at(at_ms);
+        assert!(target >= self.now, "the virtual clock only moves forward");
+        let mut sent = Vec::new();
+        // Each iteration fires at least one timer; 10 000 is far more than any scenario
+        // here arms, so hitting the bound means a deadline that never clears.
+        for _ in 0..10_000 {
+            match self.ep.poll_timeout() {
+                Some(deadline) if deadline <= target => {
+                    self.now = self.now.max(deadline);
+                    self.ep.handle_timeout(self.now);
+                    let t = self.elapsed_ms();
+                    sent.extend(self.drain().into_iter().map(|m| (t, m)));
+                }
+                _ => {
+                    self.now = target;
+                    return sent;
+                }
+            }
+        }
+        panic!("a deadline at or before {at_ms} ms keeps firing");
+    }
+
+    /// Delivers one datagram from `source` at `at_ms` (timers due before it fire first).
+    fn deliver_from(&mut self, at_ms: u64, source: &str, data: Bytes) -> Vec<Transmit> {
+        let earlier = self.run_until(at_ms);
+        assert!(
+            earlier.is_empty(),
+            "unexpected timer sends before {at_ms} ms: {:?}",
+            texts(earlier.iter().map(|(_, t)| t))
+        );
+        self.ep.handle_datagram(self.now, addr(source), data);
+        self.drain()
+    }
+
+    /// Delivers a datagram from the caller.
+    fn deliver(&mut self, at_ms: u64, data: Bytes) -> Vec<Transmit> {
+        self.deliver_from(at_ms, CALLER, data)
+    }
+
+    fn drain(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.ep.poll_transmit()).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.ep.poll_event()).collect()
+    }
+
+    /// The single `Incoming` event that must be waiting.
+    fn incoming(&mut self) -> (CallToken, Bytes, String) {
+        let mut events = self.events();
+        assert_eq!(events.len(), 1, "expected one Incoming, got {events:?}");
+        match events.remove(0) {
+            Event::Incoming {
+                call,
+                offer,
+                request_user,
+            } => (call, offer, request_user.expose().clone()),
+            other => panic!("expected Incoming, got {other:?}"),
+        }
+    }
+
+    /// Moves the clock to `at_ms` (no timer may send on the way) and accepts `call`.
+    fn accept(&mut self, at_ms: u64, call: CallToken, sdp: &str) -> Vec<Transmit> {
+        let earlier = self.run_until(at_ms);
+        assert!(earlier.is_empty(), "unexpected timer sends before accept");
+        self.ep.accept(self.now, call, sdp);
+        self.drain()
+    }
+
+    fn hangup(&mut self, at_ms: u64, call: CallToken) -> Vec<Transmit> {
+        let earlier = self.run_until(at_ms);
+        assert!(earlier.is_empty(), "unexpected timer sends before hangup");
+        self.ep.hangup(self.now, call);
+        self.drain()
+    }
+
+    /// INVITE, 100, Incoming, accept at 100 ms, 200, ACK at 200 ms: a confirmed call.
+    /// Returns the call and our To tag.
+    fn confirmed_call(&mut self, invite: Req) -> (CallToken, String) {
+        let out = self.deliver(0, invite.build());
+        assert_eq!(codes(&out), [100]);
+        let (call, _, _) = self.incoming();
+        let out = self.accept(100, call, ANSWER);
+        assert_eq!(codes(&out), [200]);
+        let tag = to_tag(&response(&out[0])).expect("200 has a To tag");
+        let out = self.deliver(200, ack_2xx(&invite, &tag).build());
+        assert!(out.is_empty(), "nothing answers an ACK");
+        assert!(self.events().is_empty());
+        (call, tag)
+    }
+}
+
+/// A request as the caller builds it; `build()` adds Content-Length and CRLF line ends.
+#[derive(Clone)]
+struct Req {
+    method: String,
+    uri: String,
+    /// Via header values, one line each, top first.
+    vias: Vec<String>,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: String,
+    max_forwards: String,
+    contact: Option<String>,
+    /// Further header lines, written as they are.
+    extra: Vec<String>,
+    content_type: Option<String>,
+    body: String,
+    /// Header names (as written above) to leave out.
+    omit: Vec<&'static str>,
+}
+
+impl Req {
+    fn new(method: &str, branch: &str, call_id: &str, cseq: u32) -> Req {
+        Req {
+            method: method.to_string(),
+            uri: "sip:conf@127.0.0.1:5060".to_string(),
+            vias: vec![format!("SIP/2.0/UDP {CALLER_VIA};branch={branch};rport")],
+            from: CALLER_FROM.to_string(),
+            to: CONF_TO.to_string(),
+            call_id: call_id.to_string(),
+            cseq: format!("{cseq} {method}"),
+            max_forwards: "70".to_string(),
+            contact: None,
+            extra: Vec::new(),
+            content_type: None,
+            body: String::new(),
+            omit: Vec::new(),
+        }
+    }
+
+    /// An initial INVITE with an SDP offer.
+    fn invite(branch: &str, call_id: &str) -> Req {
+        let mut r = Req::new("INVITE", branch, call_id, 1);
+        r.contact = Some(format!("<{CALLER_CONTACT}>"));
+        r.content_type = Some("application/sdp".to_string());
+        r.body = OFFER.to_string();
+        r
+    }
+
+    /// A request inside the dialog: To carries our tag, the Request-URI is our Contact.
+    fn in_dialog(method: &str, branch: &str, call_id: &str, cseq: u32, our_tag: &str) -> Req {
+        let mut r = Req::new(method, branch, call_id, cseq);
+        r.uri = format!("sip:sotto@{LOCAL}");
+        r.to = format!("{CONF_TO};tag={our_tag}");
+        r
+    }
+
+    fn header(mut self, line: &str) -> Req {
+        self.extra.push(line.to_string());
+        self
+    }
+
+    fn without(mut self, name: &'static str) -> Req {
+        self.omit.push(name);
+        self
+    }
+
+    fn build(&self) -> Bytes {
+        Bytes::from(self.text())
+    }
+
+    fn text(&self) -> String {
+        let mut s = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        let mut line = |name: &'static str, value: &str| {
+            if !self.omit.contains(&name) {
+                s.push_str(&format!("{name}: {value}\r\n"));
+            }
+        };
+        for v in &self.vias {
+            line("Via", v);
+        }
+        line("Max-Forwards", &self.max_forwards);
+        line("From", &self.from);
+        line("To", &self.to);
+        line("Call-ID", &self.call_id);
+        line("CSeq", &self.cseq);
+        if let Some(c) = &self.contact {
+            line("Contact", c);
+        }
+        if let Some(c) = &self.content_type {
+            line("Content-Type", c);
+        }
+        for e in &self.extra {
+            s.push_str(e);
+            s.push_str("\r\n");
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        s.push_str(&self.body);
+        s
+    }
+}
+
+/// The ACK for our 2xx to `invite`: a new transaction (new branch), To with our tag.
+fn ack_2xx(invite: &Req, our_tag: &str) -> Req {
+    let cseq: u32 = invite.cseq.split(' ').next().unwrap().parse().unwrap();
+    let mut ack = Req::in_dialog("ACK", "z9hG4bKack2xx", &invite.call_id, cseq, our_tag);
+    ack.uri = format!("sip:sotto@{LOCAL}");
+    ack
+}
+
+/// The ACK for a non-2xx final response to `invite`: same branch, To from the response.
+fn ack_error(invite: &Req, response_to_tag: &str) -> Req {
+    let mut ack = invite.clone();
+    ack.method = "ACK".to_string();
+    ack.cseq = ack.cseq.replace("INVITE", "ACK");
+    ack.to = format!("{};tag={response_to_tag}", invite.to);
+    ack.contact = None;
+    ack.content_type = None;
+    ack.body.clear();
+    ack
+}
+
+/// The CANCEL for `invite` (RFC 3261 §9.1: same Request-URI, Call-ID, To, From, CSeq
+/// number and top Via).
+fn cancel_of(invite: &Req) -> Req {
+    let mut c = invite.clone();
+    c.method = "CANCEL".to_string();
+    c.cseq = c.cseq.replace("INVITE", "CANCEL");
+    c.contact = None;
+    c.content_type = None;
+    c.body.clear();
+    c
+}
+
+fn parse_message(t: &Transmit) -> Message {
+    parse(t.bytes.clone(), &Limits::default())
+        .unwrap_or_else(|e| panic!("endpoint sent unparseable bytes ({e}): {}", text(t)))
+}
+
+fn response(t: &Transmit) -> Response {
+    match parse_message(t) {
+        Message::Response(r) => r,
+        Message::Request(_) => panic!("expected a response, got {}", text(t)),
+    }
+}
+
+fn request(t: &Transmit) -> Request {
+    match parse_message(t) {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("expected a request, got {}", text(t)),
+    }
+}
+
+fn text(t: &Transmit) -> String {
+    String::from_utf8_lossy(&t.bytes).into_owned()
+}
+
+/// The start of each message, enough to recognise it in a failure report.
+fn texts<'a>(ts: impl Iterator<Item = &'a Transmit>) -> Vec<String> {
+    ts.map(|t| text(t).chars().take(200).collect()).collect()
+}
+
+/// Status codes of responses, in order.
+fn codes(out: &[Transmit]) -> Vec<u16> {
+    out.iter().map(|t| response(t).code).collect()
+}
+
+fn to_tag(r: &impl HeaderAccess) -> Option<String> {
+    r.to().ok()?.tag.map(|t| t.to_string())
+}
+
+fn raw(r: &impl HeaderAccess, name: Name) -> Option<String> {
+    r.raw(&name).map(|v| v.trim().to_string())
+}
+
+fn all_raw(r: &impl HeaderAccess, name: Name) -> Vec<String> {
+    r.headers()
+        .get_raw(&name)
+        .map(|v| v.as_str().trim().to_string())
+        .collect()
+}
+
+fn cseq_method(r: &impl HeaderAccess) -> String {
+    r.cseq().expect("CSeq").method.to_string()
+}
+
+fn via_param(r: &impl HeaderAccess, name: &str) -> Option<String> {
+    r.top_via()
+        .expect("Via")
+        .params
+        .get_val(name)
+        .map(|v| v.to_string())
+}
+
+/// Comma-separated tokens of a header value.
+fn tokens(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|t| t.trim().to_ascii_uppercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+// ---- 1. the basic call -----------------------------------------------------------------
+
+/// RFC 3261 §7.3.3 compact forms, as some phones send them.
+fn compact_invite() -> String {
+    let body = OFFER;
+    format!(
+        "INVITE sip:conf@127.0.0.1:5060 SIP/2.0\r\n\
+v: SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKcompact1;rport\r\n\
+Max-Forwards: 70\r\n\
+f: {CALLER_FROM}\r\n\
+t: {CONF_TO}\r\n\
+i: compact-call@10.0.0.2\r\n\
+CSeq: 4711 INVITE\r\n\
+m: <{CALLER_CONTACT}>\r\n\
+c: application/sdp\r\n\
+l: {}\r\n\
+\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn invite_gets_trying_then_incoming_event_with_offer_and_user() {
+    let mut b = Bench::new();
+    let out = b.deliver(0, Bytes::from(compact_invite()));
+    assert_eq!(codes(&out), [100]);
+    assert_eq!(
+        out[0].dest,
+        addr(CALLER),
+        "rport: answer the source address"
+    );
+    let trying = response(&out[0]);
+    assert_eq!(to_tag(&trying), None, "a 100 carries no To tag (§8.2.6.2)");
+    assert_eq!(trying.call_id().unwrap().as_str(), "compact-call@10.0.0.2");
+    assert_eq!(trying.cseq().unwrap().cseq, 4711);
+    let (_, offer, user) = b.incoming();
+    assert_eq!(&offer[..], OFFER.as_bytes());
+    assert_eq!(user, "conf");
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn accept_sends_200_with_tag_contact_sdp_and_stamped_via() {
+    let mut b = Bench::new();
+    b.deliver(0, Bytes::from(compact_invite()));
+    let (call, _, _) = b.incoming();
+    let out = b.accept(100, call, ANSWER);
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(out[0].dest, addr(CALLER));
+    let ok = response(&out[0]);
+
+    let tag = to_tag(&ok).expect("the 2xx To has our tag (§8.2.6.2)");
+    assert!(tag.len() >= 8, "a tag has at least 32 random bits: {tag}");
+    assert_eq!(
+        raw(&ok, Name::TO).unwrap(),
+        format!("{CONF_TO};tag={tag}"),
+        "To = the INVITE's To plus our tag"
+    );
+    assert_eq!(raw(&ok, Name::FROM).as_deref(), Some(CALLER_FROM));
+    assert_eq!(ok.call_id().unwrap().as_str(), "compact-call@10.0.0.2");
+    assert_eq!(ok.cseq().unwrap().cseq, 4711);
+    assert_eq!(cseq_method(&ok), "INVITE");
+    assert_eq!(
+        raw(&ok, Name::CONTACT).as_deref(),
+        Some("<sip:sotto@127.0.0.1:5060>")
+    );
+    assert_eq!(
+        raw(&ok, Name::CONTENT_TYPE).as_deref(),
+        Some("application/sdp")
+    );
+    assert_eq!(&ok.body[..], ANSWER.as_bytes());
+    assert_eq!(
+        raw(&ok, Name::CONTENT_LENGTH).as_deref(),
+        Some(ANSWER.len().to_string().as_str())
+    );
+
+    // RFC 3261 §18.2.1 and RFC 3581 §4: received = source IP, rport = source port.
+    let vias = ok.vias().unwrap();
+    assert_eq!(vias.len(), 1);
+    assert_eq!(via_param(&ok, "branch").as_deref(), Some("z9hG4bKcompact1"));
+    assert_eq!(via_param(&ok, "received").as_deref(), Some("192.0.2.10"));
+    assert_eq!(via_param(&ok, "rport").as_deref(), Some("40001"));
+    assert_eq!(vias[0].sent_by.port, Some(5070), "sent-by is left alone");
+}
+
+#[test]
+fn responses_copy_every_via_in_order_and_stamp_only_the_top_one() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKtop", "two-vias@x");
+    invite
+        .vias
+        .push("SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKproxy".to_string());
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    let out = b.accept(100, call, ANSWER);
+    let ok = response(&out[0]);
+    let vias = ok.vias().unwrap();
+    assert_eq!(vias.len(), 2);
+    assert_eq!(
+        vias[0].params.get_val("branch").map(|v| v.as_str()),
+        Some("z9hG4bKtop")
+    );
+    assert_eq!(
+        vias[1].params.get_val("branch").map(|v| v.as_str()),
+        Some("z9hG4bKproxy")
+    );
+    assert!(vias[1].params.get("received").is_none());
+    assert!(vias[1].params.get("rport").is_none());
+}
+
+#[test]
+fn response_without_rport_goes_to_source_ip_and_sent_by_port() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKnorport", "no-rport@x");
+    invite.vias = vec![format!("SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKnorport")];
+    let out = b.deliver(0, invite.build());
+    assert_eq!(codes(&out), [100]);
+    // RFC 3261 §18.2.2: "received" differs from sent-by, so the source IP with the
+    // sent-by port.
+    assert_eq!(out[0].dest, addr("192.0.2.10:5070"));
+    let trying = response(&out[0]);
+    assert_eq!(
+        via_param(&trying, "received").as_deref(),
+        Some("192.0.2.10")
+    );
+    assert_eq!(via_param(&trying, "rport"), None);
+}
+
+#[test]
+fn the_2xx_is_retransmitted_from_t1_doubling_to_t2_until_the_ack() {
+    let mut b = Bench::new();
+    b.deliver(0, Bytes::from(compact_invite()));
+    let (call, _, _) = b.incoming();
+    let first = b.accept(100, call, ANSWER);
+    assert_eq!(codes(&first), [200]);
+    let tag = to_tag(&response(&first[0])).unwrap();
+
+    let sent = b.run_until(9_000);
+    let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+    // 100 ms + 0.5, 1.5, 3.5, 7.5 s (RFC 3261 §13.3.1.4).
+    assert_eq!(times, [600, 1_600, 3_600, 7_600]);
+    for (_, t) in &sent {
+        assert_eq!(t.bytes, first[0].bytes, "a retransmission is the same 2xx");
+        assert_eq!(t.dest, addr(CALLER));
+    }
+
+    // The ACK: new branch, To with our tag.
+    let ack = format!(
+        "ACK sip:sotto@127.0.0.1:5060 SIP/2.0\r\n\
+v: SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKack-compact;rport\r\n\
+Max-Forwards: 70\r\n\
+f: {CALLER_FROM}\r\n\
+t: {CONF_TO};tag={tag}\r\n\
+i: compact-call@10.0.0.2\r\n\
+CSeq: 4711 ACK\r\n\
+l: 0\r\n\r\n"
+    );
+    let out = b.deliver(9_000, Bytes::from(ack));
+    assert!(out.is_empty(), "nothing answers an ACK");
+    assert!(b.run_until(60_000).is_empty(), "no 2xx after its ACK");
+    assert!(b.events().is_empty(), "the call stands");
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn the_2xx_retransmission_interval_caps_at_t2() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKcap", "cap@x").build());
+    let (call, _, _) = b.incoming();
+    b.accept(0, call, ANSWER);
+    let times: Vec<u64> = b.run_until(20_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500]);
+}
+
+// ---- 2. no ACK ----------------------------------------------------------------------------
+
+#[test]
+fn without_ack_the_2xx_stops_at_64_t1_then_bye_and_ended_no_ack() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKnoack", "noack@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    let ok = b.accept(1_000, call, ANSWER);
+    let tag = to_tag(&response(&ok[0])).unwrap();
+
+    let sent = b.run_until(33_000);
+    let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+    // 1 s + 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5; at 1 s + 32 s the BYE.
+    assert_eq!(
+        times,
+        [1_500, 2_500, 4_500, 8_500, 12_500, 16_500, 20_500, 24_500, 28_500, 32_500, 33_000]
+    );
+    for (_, t) in &sent[..10] {
+        assert_eq!(t.bytes, ok[0].bytes);
+    }
+    let (_, bye) = &sent[10];
+    assert_eq!(bye.dest, addr(CALLER));
+    let bye = request(bye);
+    assert_eq!(bye.method.to_string(), "BYE");
+    assert_eq!(bye.call_id().unwrap().as_str(), "noack@x");
+    assert_eq!(to_tag(&bye).as_deref(), Some("alice-tag"));
+    assert_eq!(
+        bye.from().unwrap().tag.map(|t| t.to_string()),
+        Some(tag),
+        "From carries our tag"
+    );
+
+    let events = b.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Ended { call: c, reason: EndReason::NoAck }] if *c == call
+        ),
+        "{events:?}"
+    );
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+// ---- 3. INVITE retransmissions --------------------------------------------------------------
+
+#[test]
+fn a_retransmitted_invite_before_the_answer_gets_the_100_again_and_no_new_event() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKretx", "retx@x");
+    let first = b.deliver(0, invite.build());
+    assert_eq!(codes(&first), [100]);
+    b.incoming();
+    for at in [500, 1_500, 3_500] {
+        let again = b.deliver(at, invite.build());
+        assert_eq!(codes(&again), [100], "retransmission at {at} ms");
+        assert_eq!(again[0].bytes, first[0].bytes);
+        assert_eq!(again[0].dest, addr(CALLER));
+    }
+    assert!(b.events().is_empty(), "one INVITE, one call");
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn a_retransmitted_invite_after_a_final_error_gets_that_error_again() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKretx415", "retx415@x");
+    invite.content_type = Some("text/plain".to_string());
+    let first = b.deliver(0, invite.build());
+    assert_eq!(codes(&first), [415]);
+    let again = b.deliver(200, invite.build());
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].bytes, first[0].bytes);
+    assert!(b.events().is_empty());
+}
+
+// ---- 4. BYE -----------------------------------------------------------------------------------
+
+#[test]
+fn bye_in_the_dialog_gets_200_and_ended_remote_bye() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKbye", "bye@x");
+    let (call, tag) = b.confirmed_call(invite);
+    let out = b.deliver(
+        5_000,
+        Req::in_dialog("BYE", "z9hG4bKbye2", "bye@x", 2, &tag).build(),
+    );
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(out[0].dest, addr(CALLER));
+    let ok = response(&out[0]);
+    assert_eq!(cseq_method(&ok), "BYE");
+    assert_eq!(to_tag(&ok).as_deref(), Some(tag.as_str()));
+    assert_eq!(all_raw(&ok, Name::TO).len(), 1);
+    let events = b.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Ended { call: c, reason: EndReason::RemoteBye }] if *c == call
+        ),
+        "{events:?}"
+    );
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn a_retransmitted_bye_gets_the_same_200_and_no_second_event() {
+    let mut b = Bench::new();
+    let (_, tag) = b.confirmed_call(Req::invite("z9hG4bKbyer", "byer@x"));
+    let bye = Req::in_dialog("BYE", "z9hG4bKbyer2", "byer@x", 2, &tag);
+    let first = b.deliver(1_000, bye.build());
+    assert_eq!(b.events().len(), 1);
+    let again = b.deliver(1_500, bye.build());
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].bytes, first[0].bytes);
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn bye_with_unknown_tag_or_call_id_gets_481() {
+    let mut b = Bench::new();
+    let (_, tag) = b.confirmed_call(Req::invite("z9hG4bKbye481", "bye481@x"));
+
+    let wrong_tag = Req::in_dialog("BYE", "z9hG4bKw1", "bye481@x", 2, "not-our-tag");
+    assert_eq!(codes(&b.deliver(1_000, wrong_tag.build())), [481]);
+
+    let wrong_call = Req::in_dialog("BYE", "z9hG4bKw2", "other-call@x", 2, &tag);
+    assert_eq!(codes(&b.deliver(1_000, wrong_call.build())), [481]);
+
+    let mut wrong_from = Req::in_dialog("BYE", "z9hG4bKw3", "bye481@x", 2, &tag);
+    wrong_from.from = "<sip:mallory@example.org>;tag=mallory".to_string();
+    assert_eq!(codes(&b.deliver(1_000, wrong_from.build())), [481]);
+
+    let no_to_tag = Req::new("BYE", "z9hG4bKw4", "bye481@x", 2);
+    assert_eq!(codes(&b.deliver(1_000, no_to_tag.build())), [481]);
+
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1, "the real call is untouched");
+}
+
+#[test]
+#[ignore = "bug: an in-dialog BYE with a CSeq lower than the INVITE's is accepted, not refused with 500 (RFC 3261 §12.2.2)"]
+fn bye_with_a_lower_cseq_than_the_invite_gets_500() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKlowbye", "lowbye@x");
+    invite.cseq = "10 INVITE".to_string();
+    let (_, tag) = b.confirmed_call(invite);
+    let bye = Req::in_dialog("BYE", "z9hG4bKlowbye2", "lowbye@x", 9, &tag);
+    assert_eq!(codes(&b.deliver(1_000, bye.build())), [500]);
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+// ---- 5. CANCEL --------------------------------------------------------------------------------
+
+#[test]
+fn cancel_before_the_answer_gets_200_then_487_and_cancelled() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKcancel", "cancel@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+
+    let out = b.deliver(1_000, cancel_of(&invite).build());
+    assert_eq!(codes(&out), [200, 487]);
+    let ok = response(&out[0]);
+    assert_eq!(cseq_method(&ok), "CANCEL");
+    assert_eq!(via_param(&ok, "branch").as_deref(), Some("z9hG4bKcancel"));
+    let terminated = response(&out[1]);
+    assert_eq!(cseq_method(&terminated), "INVITE");
+    assert_eq!(terminated.cseq().unwrap().cseq, 1);
+    assert!(
+        to_tag(&terminated).is_some(),
+        "a final response has a To tag"
+    );
+    assert!(out.iter().all(|t| t.dest == addr(CALLER)));
+
+    let events = b.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Cancelled { call: c }] if *c == call),
+        "{events:?}"
+    );
+    assert_eq!(b.ep.dialogs(), 0);
+    // The application may still answer; a cancelled call must stay silent.
+    b.ep.accept(b.now, call, ANSWER);
+    assert!(b.drain().is_empty());
+}
+
+#[test]
+fn the_487_is_retransmitted_per_timer_g_until_its_ack() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKtimerg", "timerg@x");
+    b.deliver(0, invite.build());
+    b.incoming();
+    let out = b.deliver(1_000, cancel_of(&invite).build());
+    let tag = to_tag(&response(&out[1])).unwrap();
+
+    let sent = b.run_until(5_000);
+    let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+    // Timer G from the 487 at 1 s: +0.5, +1.5, +3.5 s (RFC 3261 §17.2.1).
+    assert_eq!(times, [1_500, 2_500, 4_500]);
+    for (_, t) in &sent {
+        assert_eq!(t.bytes, out[1].bytes, "the 487 again, same To tag");
+    }
+
+    let ack = b.deliver(5_000, ack_error(&invite, &tag).build());
+    assert!(ack.is_empty());
+    assert!(b.run_until(60_000).is_empty(), "no 487 after its ACK");
+    // A late INVITE retransmission is absorbed in Confirmed.
+    let late = b.deliver(60_000, invite.build());
+    assert!(late.len() <= 1);
+}
+
+#[test]
+fn the_487_without_ack_stops_at_timer_h() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKtimerh", "timerh@x");
+    b.deliver(0, invite.build());
+    b.incoming();
+    b.deliver(0, cancel_of(&invite).build());
+    let times: Vec<u64> = b.run_until(60_000).iter().map(|(t, _)| *t).collect();
+    // G: 0.5, 1.5, 3.5, 7.5, then every T2; H = 64·T1 = 32 s ends it.
+    assert_eq!(
+        times,
+        [500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500]
+    );
+}
+
+#[test]
+#[ignore = "bug: the 200 to CANCEL carries a fresh random To tag instead of the 487's tag (RFC 3261 §9.2)"]
+fn the_200_for_cancel_and_the_487_share_the_to_tag() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKcanceltag", "canceltag@x");
+    b.deliver(0, invite.build());
+    b.incoming();
+    let out = b.deliver(1_000, cancel_of(&invite).build());
+    assert_eq!(codes(&out), [200, 487]);
+    assert_eq!(to_tag(&response(&out[0])), to_tag(&response(&out[1])));
+}
+
+#[test]
+fn cancel_after_the_answer_gets_200_only_and_the_call_stays() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKlatecancel", "latecancel@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    let ok = b.accept(100, call, ANSWER);
+    let tag = to_tag(&response(&ok[0])).unwrap();
+
+    let out = b.deliver(200, cancel_of(&invite).build());
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(cseq_method(&response(&out[0])), "CANCEL");
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+
+    // The call goes on: the ACK confirms it and a BYE ends it normally.
+    assert!(b.deliver(300, ack_2xx(&invite, &tag).build()).is_empty());
+    let bye = Req::in_dialog("BYE", "z9hG4bKlc-bye", "latecancel@x", 2, &tag);
+    assert_eq!(codes(&b.deliver(1_000, bye.build())), [200]);
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended {
+            reason: EndReason::RemoteBye,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn cancel_matching_no_invite_gets_481() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKreal", "real@x");
+    b.deliver(0, invite.build());
+    b.incoming();
+    // Same call, but a different branch: matches no server transaction (§9.2).
+    let mut stray = cancel_of(&invite);
+    stray.vias = vec![format!(
+        "SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKother;rport"
+    )];
+    let out = b.deliver(100, stray.build());
+    assert_eq!(codes(&out), [481]);
+    assert_eq!(cseq_method(&response(&out[0])), "CANCEL");
+    // And a CANCEL for a call that never existed.
+    let nothing = cancel_of(&Req::invite("z9hG4bKnever", "never@x"));
+    assert_eq!(codes(&b.deliver(100, nothing.build())), [481]);
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+// ---- 6. OPTIONS and Max-Forwards ------------------------------------------------------------------
+
+#[test]
+fn options_outside_a_dialog_gets_200_with_allow_accept_supported() {
+    let mut b = Bench::new();
+    let out = b.deliver(0, Req::new("OPTIONS", "z9hG4bKopt", "opt@x", 1).build());
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(out[0].dest, addr(CALLER));
+    let ok = response(&out[0]);
+    assert_eq!(cseq_method(&ok), "OPTIONS");
+    assert!(to_tag(&ok).is_some());
+    let allow = tokens(&raw(&ok, Name::ALLOW).expect("Allow"));
+    for m in ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"] {
+        assert!(allow.contains(&m.to_string()), "Allow lacks {m}: {allow:?}");
+    }
+    let accept = raw(&ok, Name::ACCEPT).expect("Accept");
+    assert!(accept.contains("application/sdp"), "{accept}");
+    assert!(
+        ok.headers().get_raw(&Name::SUPPORTED).next().is_some(),
+        "Supported present (may be empty)"
+    );
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn options_inside_the_dialog_gets_200_with_our_tag() {
+    let mut b = Bench::new();
+    let (_, tag) = b.confirmed_call(Req::invite("z9hG4bKoptd", "optd@x"));
+    let opt = Req::in_dialog("OPTIONS", "z9hG4bKoptd2", "optd@x", 2, &tag);
+    let out = b.deliver(1_000, opt.build());
+    assert_eq!(codes(&out), [200]);
+    let ok = response(&out[0]);
+    assert_eq!(to_tag(&ok).as_deref(), Some(tag.as_str()));
+    assert!(raw(&ok, Name::ALLOW).is_some());
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn max_forwards_zero_gets_483() {
+    let mut b = Bench::new();
+    let mut opt = Req::new("OPTIONS", "z9hG4bKmf0", "mf0@x", 1);
+    opt.max_forwards = "0".to_string();
+    let out = b.deliver(0, opt.build());
+    assert_eq!(codes(&out), [483]);
+
+    let mut invite = Req::invite("z9hG4bKmf0i", "mf0i@x");
+    invite.max_forwards = "0".to_string();
+    assert_eq!(codes(&b.deliver(0, invite.build())), [483]);
+    assert!(b.events().is_empty(), "no call from a looping INVITE");
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn malformed_max_forwards_gets_400() {
+    let mut b = Bench::new();
+    let mut opt = Req::new("OPTIONS", "z9hG4bKmfbad", "mfbad@x", 1);
+    opt.max_forwards = "lots".to_string();
+    assert_eq!(codes(&b.deliver(0, opt.build())), [400]);
+}
+
+// ---- 7. methods we do not do -----------------------------------------------------------------------
+
+#[test]
+fn unknown_method_gets_501() {
+    let mut b = Bench::new();
+    let out = b.deliver(0, Req::new("FOO", "z9hG4bKfoo", "foo@x", 1).build());
+    assert_eq!(codes(&out), [501]);
+    assert_eq!(cseq_method(&response(&out[0])), "FOO");
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn known_but_unsupported_methods_get_405_with_allow() {
+    let mut b = Bench::new();
+    for (i, m) in ["REGISTER", "SUBSCRIBE", "MESSAGE", "REFER"]
+        .iter()
+        .enumerate()
+    {
+        let out = b.deliver(
+            0,
+            Req::new(m, &format!("z9hG4bK405-{i}"), &format!("m405-{i}@x"), 1).build(),
+        );
+        assert_eq!(codes(&out), [405], "{m}");
+        let r = response(&out[0]);
+        let allow = tokens(&raw(&r, Name::ALLOW).unwrap_or_default());
+        assert!(
+            allow.contains(&"INVITE".to_string()),
+            "{m}: Allow {allow:?}"
+        );
+        assert!(
+            !allow.contains(&m.to_string()),
+            "{m} cannot be both refused and allowed"
+        );
+    }
+    assert!(b.events().is_empty());
+}
+
+// ---- 8. malformed requests and garbage ------------------------------------------------------
+
+#[test]
+fn a_request_missing_a_mandatory_header_gets_400() {
+    for missing in ["Call-ID", "From", "CSeq", "To"] {
+        let mut b = Bench::new();
+        let invite = Req::invite("z9hG4bKmissing", "missing@x").without(missing);
+        let out = b.deliver(0, invite.build());
+        assert_eq!(codes(&out), [400], "without {missing}");
+        assert_eq!(out[0].dest, addr(CALLER));
+        let r = response(&out[0]);
+        assert_eq!(via_param(&r, "branch").as_deref(), Some("z9hG4bKmissing"));
+        assert!(b.events().is_empty(), "without {missing}");
+        assert_eq!(b.ep.dialogs(), 0);
+        assert_eq!(b.ep.counters().bad_requests, 1);
+    }
+}
+
+#[test]
+fn a_cseq_method_that_differs_from_the_request_method_gets_400() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKcseqm", "cseqm@x");
+    invite.cseq = "1 OPTIONS".to_string();
+    assert_eq!(codes(&b.deliver(0, invite.build())), [400]);
+    let mut bye = Req::new("BYE", "z9hG4bKcseqm2", "cseqm@x", 1);
+    bye.cseq = "2 INVITE".to_string();
+    assert_eq!(codes(&b.deliver(0, bye.build())), [400]);
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn a_malformed_ack_is_dropped_not_answered() {
+    let mut b = Bench::new();
+    let ack = Req::new("ACK", "z9hG4bKbadack", "badack@x", 1).without("Call-ID");
+    assert!(b.deliver(0, ack.build()).is_empty());
+}
+
+#[test]
+fn a_request_without_via_gets_nothing() {
+    let mut b = Bench::new();
+    for method in ["INVITE", "OPTIONS", "BYE", "FOO"] {
+        let mut r = Req::invite("z9hG4bKnovia", "novia@x").without("Via");
+        r.method = method.to_string();
+        r.cseq = format!("1 {method}");
+        assert!(b.deliver(0, r.build()).is_empty(), "{method} without Via");
+        let mut r = Req::invite("z9hG4bKbadvia", "badvia@x");
+        r.vias = vec!["garbage".to_string()];
+        r.method = method.to_string();
+        r.cseq = format!("1 {method}");
+        assert!(
+            b.deliver(0, r.build()).is_empty(),
+            "{method} with a bad Via"
+        );
+    }
+    assert!(b.events().is_empty());
+    assert!(b.ep.poll_timeout().is_none(), "no state kept for them");
+}
+
+thread_local! {
+    /// Panics on this thread, including those caught inside the endpoint.
+    static PANICS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts every panic per thread, then reports it as usual.
+fn count_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+}
+
+fn nasty_datagrams() -> Vec<(&'static str, Vec<u8>)> {
+    let invite = Req::invite("z9hG4bKnasty", "nasty@x").text();
+    let head_end = invite.find("\r\n\r\n").unwrap();
+    let mut thousand_via_lines = String::from("OPTIONS sip:conf@127.0.0.1 SIP/2.0\r\n");
+    for i in 0..1000 {
+        thousand_via_lines.push_str(&format!("v: SIP/2.0/UDP h{i}\r\n"));
+    }
+    thousand_via_lines.push_str("\r\n");
+    let mut binary: Vec<u8> = (0..=255u8).cycle().take(1500).collect();
+    binary[0] = 0x80; // an RTP header, as a confused phone sends to the SIP port
+    vec![
+        ("empty", Vec::new()),
+        ("lone CRLF", b"\r\n".to_vec()),
+        ("CRLFCRLF keep-alive", b"\r\n\r\n".to_vec()),
+        ("lone LFs", b"\n\n\n\n\n".to_vec()),
+        ("binary RTP-ish", binary),
+        ("NUL bytes", vec![0u8; 64]),
+        (
+            "start line only",
+            b"INVITE sip:conf@127.0.0.1 SIP/2.0".to_vec(),
+        ),
+        ("truncated head", invite.as_bytes()[..head_end / 2].to_vec()),
+        (
+            "head without blank line",
+            invite.as_bytes()[..head_end].to_vec(),
+        ),
+        (
+            "truncated body",
+            invite.as_bytes()[..invite.len() - 10].to_vec(),
+        ),
+        (
+            "huge Content-Length",
+            invite
+                .replacen(
+                    &format!("Content-Length: {}", OFFER.len()),
+                    "Content-Length: 4294967296000",
+                    1,
+                )
+                .into_bytes(),
+        ),
+        (
+            "negative Content-Length",
+            invite
+                .replacen(
+                    &format!("Content-Length: {}", OFFER.len()),
+                    "Content-Length: -1",
+                    1,
+                )
+                .into_bytes(),
+        ),
+        (
+            "NUL in the start line",
+            invite
+                .replacen("INVITE sip:", "INVITE\0sip:", 1)
+                .into_bytes(),
+        ),
+        (
+            "NUL in a header name",
+            invite.replacen("Call-ID:", "Call\0ID:", 1).into_bytes(),
+        ),
+        (
+            "header without colon",
+            invite
+                .replacen("Max-Forwards: 70", "Max-Forwards 70", 1)
+                .into_bytes(),
+        ),
+        ("invalid UTF-8 in the head", {
+            let mut v = invite.clone().into_bytes();
+            let at = invite.find("Alice").unwrap();
+            v[at] = 0xff;
+            v[at + 1] = 0xfe;
+            v
+        }),
+        (
+            "bad SIP version",
+            invite
+                .replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1)
+                .into_bytes(),
+        ),
+        ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "status line garbage",
+            b"SIP/2.0 99999 What\r\n\r\n".to_vec(),
+        ),
+        ("too large", vec![b'A'; 70_000]),
+        ("1000 Via lines", thousand_via_lines.into_bytes()),
+    ]
+}
+
+#[test]
+fn garbage_datagrams_get_nothing_and_do_not_panic() {
+    count_panics();
+    let mut b = Bench::new();
+    for (name, data) in nasty_datagrams() {
+        let out = b.deliver(0, Bytes::from(data));
+        assert!(out.is_empty(), "{name}: sent {:?}", texts(out.iter()));
+        assert!(b.events().is_empty(), "{name}");
+    }
+    assert_eq!(b.ep.dialogs(), 0);
+    assert_eq!(PANICS.with(|p| p.get()), 0, "a parser panicked (caught)");
+    assert!(b.ep.counters().malformed >= 15);
+    // The endpoint still works afterwards.
+    let out = b.deliver(0, Req::new("OPTIONS", "z9hG4bKafter", "after@x", 1).build());
+    assert_eq!(codes(&out), [200]);
+}
+
+#[test]
+fn a_thousand_via_values_get_one_400_copying_them_all() {
+    count_panics();
+    let mut b = Bench::new();
+    let mut head = String::from("OPTIONS sip:conf@127.0.0.1 SIP/2.0\r\nv: ");
+    head.push_str(&vec!["SIP/2.0/UDP h"; 1000].join(","));
+    head.push_str("\r\n\r\n");
+    let out = b.deliver(0, Bytes::from(head));
+    // A Via but no Call-ID, From, To or CSeq: 400 to the top Via (no rport: port 5060).
+    assert_eq!(codes(&out), [400]);
+    assert_eq!(out[0].dest, addr("192.0.2.10:5060"));
+    assert_eq!(response(&out[0]).vias().unwrap().len(), 1000);
+    assert_eq!(PANICS.with(|p| p.get()), 0);
+}
+
+/// Well-framed requests with a usable Via but broken other headers: each gets at most one
+/// response (a 4xx/5xx), no event, and no panic anywhere.
+#[test]
+fn broken_headers_behind_a_good_via_get_at_most_an_error_response() {
+    count_panics();
+    let base = || Req::invite("z9hG4bKbroken", "broken@x");
+    let cases: Vec<(&str, Req)> = vec![
+        ("CSeq not a number", {
+            let mut r = base();
+            r.cseq = "one INVITE".to_string();
+            r
+        }),
+        ("CSeq overflow", {
+            let mut r = base();
+            r.cseq = "99999999999999999999 INVITE".to_string();
+            r
+        }),
+        ("From without URI", {
+            let mut r = base();
+            r.from = ";tag=x".to_string();
+            r
+        }),
+        ("To garbage", {
+            let mut r = base();
+            r.to = "<<<>>>".to_string();
+            r
+        }),
+        ("empty Call-ID", {
+            let mut r = base();
+            r.call_id = String::new();
+            r
+        }),
+        ("Contact garbage", {
+            let mut r = base();
+            r.contact = Some("<:::>".to_string());
+            r
+        }),
+        (
+            "Record-Route garbage",
+            base().header("Record-Route: <<sip:>"),
+        ),
+        ("Max-Forwards huge", {
+            let mut r = base();
+            r.max_forwards = "100000".to_string();
+            r
+        }),
+        ("Request-URI tel", {
+            let mut r = base();
+            r.uri = "tel:+4930123456".to_string();
+            r
+        }),
+        ("Content-Type empty", {
+            let mut r = base();
+            r.content_type = Some(String::new());
+            r
+        }),
+        ("Require empty", base().header("Require: ")),
+    ];
+    for (name, req) in cases {
+        let mut b = Bench::new();
+        b.ep.handle_datagram(b.now, addr(CALLER), req.build());
+        let out = b.drain();
+        assert!(out.len() <= 2, "{name}: {:?}", texts(out.iter()));
+        for t in &out {
+            let r = response(t);
+            assert!(
+                r.code == 100 || r.code >= 400 || r.code == 200,
+                "{name}: {}",
+                r.code
+            );
+        }
+        // Whatever happened, the endpoint must stay usable.
+        b.events();
+        let out = b.deliver(1, Req::new("OPTIONS", "z9hG4bKok", "ok@x", 1).build());
+        assert_eq!(codes(&out), [200], "{name}: endpoint broken afterwards");
+    }
+    assert_eq!(PANICS.with(|p| p.get()), 0, "a header accessor panicked");
+}
+
+#[test]
+fn stray_responses_are_counted_and_ignored() {
+    let mut b = Bench::new();
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {LOCAL};branch=z9hG4bKnotours\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray@x\r\nCSeq: 1 BYE\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    assert!(b.deliver(0, Bytes::from(resp)).is_empty());
+    assert_eq!(b.ep.counters().stray_responses, 1);
+}
+
+// ---- 9. re-INVITE ---------------------------------------------------------------------------------
+
+fn reinvite(call_id: &str, branch: &str, cseq: u32, our_tag: &str) -> Req {
+    let mut r = Req::in_dialog("INVITE", branch, call_id, cseq, our_tag);
+    r.contact = Some(format!("<{CALLER_CONTACT}>"));
+    r.content_type = Some("application/sdp".to_string());
+    r.body = OFFER.replace("a=sendrecv", "a=sendonly");
+    r
+}
+
+#[test]
+fn reinvite_with_higher_cseq_raises_reinvite_and_accept_sends_200() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKre", "re@x"));
+    let re = reinvite("re@x", "z9hG4bKre2", 2, &tag);
+    let out = b.deliver(5_000, re.build());
+    assert!(
+        codes(&out).iter().all(|&c| c == 100),
+        "at most a 100 before the answer"
+    );
+    let events = b.events();
+    match events.as_slice() {
+        [Event::Reinvite { call: c, offer }] => {
+            assert_eq!(*c, call);
+            assert!(String::from_utf8_lossy(offer).contains("a=sendonly"));
+        }
+        other => panic!("expected Reinvite, got {other:?}"),
+    }
+    let answer = ANSWER.replace("a=sendrecv", "a=recvonly");
+    let out = b.accept(5_100, call, &answer);
+    assert_eq!(codes(&out), [200]);
+    let ok = response(&out[0]);
+    assert_eq!(ok.cseq().unwrap().cseq, 2);
+    assert_eq!(to_tag(&ok).as_deref(), Some(tag.as_str()));
+    assert_eq!(all_raw(&ok, Name::TO).len(), 1);
+    assert_eq!(&ok.body[..], answer.as_bytes());
+    assert!(raw(&ok, Name::CONTACT).is_some());
+
+    // Its ACK stops the retransmissions; the call stands.
+    let mut ack = ack_2xx(&re, &tag);
+    ack.vias = vec![format!(
+        "SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKreack;rport"
+    )];
+    assert!(b.deliver(5_200, ack.build()).is_empty());
+    assert!(b.run_until(60_000).is_empty());
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn reinvite_with_lower_or_equal_cseq_gets_500() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKre500", "re500@x");
+    invite.cseq = "5 INVITE".to_string();
+    let (_, tag) = b.confirmed_call(invite);
+
+    let lower = reinvite("re500@x", "z9hG4bKre500a", 4, &tag);
+    assert_eq!(codes(&b.deliver(1_000, lower.build())), [500]);
+    let equal = reinvite("re500@x", "z9hG4bKre500b", 5, &tag);
+    assert_eq!(codes(&b.deliver(1_000, equal.build())), [500]);
+    assert!(b.events().is_empty());
+
+    // A proper one after them still works, and then its own CSeq is the floor.
+    let higher = reinvite("re500@x", "z9hG4bKre500c", 6, &tag);
+    b.deliver(1_000, higher.build());
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { .. }]));
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn reinvite_with_unknown_tags_gets_481() {
+    let mut b = Bench::new();
+    let (_, tag) = b.confirmed_call(Req::invite("z9hG4bKre481", "re481@x"));
+    let wrong_tag = reinvite("re481@x", "z9hG4bKre481a", 2, "someone-else");
+    assert_eq!(codes(&b.deliver(1_000, wrong_tag.build())), [481]);
+    let wrong_call = reinvite("gone@x", "z9hG4bKre481b", 2, &tag);
+    assert_eq!(codes(&b.deliver(1_000, wrong_call.build())), [481]);
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn a_second_reinvite_while_one_is_pending_gets_500_with_retry_after() {
+    let mut b = Bench::new();
+    let (_, tag) = b.confirmed_call(Req::invite("z9hG4bKre2p", "re2p@x"));
+    b.deliver(1_000, reinvite("re2p@x", "z9hG4bKre2pa", 2, &tag).build());
+    assert_eq!(b.events().len(), 1);
+    let out = b.deliver(1_100, reinvite("re2p@x", "z9hG4bKre2pb", 3, &tag).build());
+    assert_eq!(codes(&out), [500]);
+    assert!(raw(&response(&out[0]), Name::RETRY_AFTER).is_some());
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn rejecting_a_reinvite_keeps_the_call() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKrerej", "rerej@x"));
+    b.deliver(1_000, reinvite("rerej@x", "z9hG4bKrerej2", 2, &tag).build());
+    b.events();
+    b.ep.reject(b.now, call, 488, Some("no"));
+    let out = b.drain();
+    assert_eq!(codes(&out), [488]);
+    assert_eq!(to_tag(&response(&out[0])).as_deref(), Some(tag.as_str()));
+    assert_eq!(b.ep.dialogs(), 1);
+    // The call is still ours to hang up.
+    let out = b.hangup(1_200, call);
+    assert_eq!(request(&out[0]).method.to_string(), "BYE");
+}
+
+#[test]
+#[ignore = "bug: CANCEL of a pending re-INVITE tears down the whole dialog and emits Event::Cancelled (RFC 3261 §9.2: only the re-INVITE is cancelled)"]
+fn cancel_of_a_reinvite_keeps_the_call() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKrecancel", "recancel@x"));
+    let re = reinvite("recancel@x", "z9hG4bKrecancel2", 2, &tag);
+    b.deliver(1_000, re.build());
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { .. }]));
+
+    let out = b.deliver(1_500, cancel_of(&re).build());
+    assert_eq!(codes(&out), [200, 487]);
+    assert!(
+        b.events().is_empty(),
+        "the call was not cancelled, only the re-INVITE"
+    );
+    assert_eq!(b.ep.dialogs(), 1);
+    let bye = Req::in_dialog("BYE", "z9hG4bKrecancel3", "recancel@x", 3, &tag);
+    assert_eq!(codes(&b.deliver(2_000, bye.build())), [200]);
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended { call: c, reason: EndReason::RemoteBye }] if *c == call
+    ));
+}
+
+// ---- 10. hangup ---------------------------------------------------------------------------------
+
+/// An INVITE that came through two record-routing proxies.
+fn routed_invite() -> Req {
+    let mut r = Req::invite("z9hG4bKrouted", "routed@x")
+        .header("Record-Route: <sip:198.51.100.7:5080;lr>, <sip:proxy2.example.org;lr>")
+        .header("Record-Route: <sip:proxy3.example.org;lr;ftag=abc>");
+    r.vias
+        .push("SIP/2.0/UDP 198.51.100.7:5080;branch=z9hG4bKproxy1".to_string());
+    r
+}
+
+#[test]
+fn the_2xx_copies_record_route() {
+    let mut b = Bench::new();
+    b.deliver(0, routed_invite().build());
+    let (call, _, _) = b.incoming();
+    let ok = response(&b.accept(100, call, ANSWER)[0]);
+    let rr = ok.record_route();
+    assert_eq!(rr.len(), 3, "{rr:?}");
+    assert!(rr[0].contains("198.51.100.7:5080"), "{rr:?}");
+    assert!(rr[1].contains("proxy2.example.org"), "{rr:?}");
+    assert!(rr[2].contains("proxy3.example.org") && rr[2].contains("ftag=abc"));
+}
+
+#[test]
+fn hangup_sends_a_bye_built_from_the_dialog() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKhang", "hang@x");
+    let (call, tag) = b.confirmed_call(invite);
+    let out = b.hangup(1_000, call);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].dest,
+        addr(CALLER),
+        "no route set: back where the INVITE came from"
+    );
+    let bye_text = text(&out[0]);
+    assert_eq!(
+        bye_text.lines().next(),
+        Some(format!("BYE {CALLER_CONTACT} SIP/2.0").as_str()),
+        "Request-URI = the remote target (§12.1.1)"
+    );
+    let bye = request(&out[0]);
+    assert_eq!(bye.method.to_string(), "BYE");
+    assert_eq!(
+        raw(&bye, Name::FROM).unwrap(),
+        format!("{CONF_TO};tag={tag}"),
+        "From = the INVITE's To plus our tag"
+    );
+    assert_eq!(raw(&bye, Name::TO).as_deref(), Some(CALLER_FROM));
+    assert_eq!(bye.call_id().unwrap().as_str(), "hang@x");
+    assert_eq!(cseq_method(&bye), "BYE");
+    assert!(all_raw(&bye, Name::ROUTE).is_empty());
+    let branch = via_param(&bye, "branch").unwrap();
+    assert!(branch.starts_with("z9hG4bK"), "{branch}");
+    assert!(
+        raw(&bye, Name::VIA)
+            .unwrap()
+            .starts_with(&format!("SIP/2.0/UDP {LOCAL};")),
+        "{bye_text}"
+    );
+    assert!(bye.max_forwards().unwrap().is_some());
+    assert!(b.events().is_empty(), "hangup raises no Ended");
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn hangup_routes_the_bye_along_the_record_route() {
+    let mut b = Bench::new();
+    let (call, _) = b.confirmed_call(routed_invite());
+    let out = b.hangup(1_000, call);
+    let bye = request(&out[0]);
+    // RFC 3261 §12.1.1: the UAS route set is the Record-Route list in order.
+    let routes = all_raw(&bye, Name::ROUTE);
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert!(routes[0].contains("198.51.100.7:5080") && routes[0].contains("lr"));
+    assert!(routes[1].contains("proxy2.example.org"));
+    assert!(routes[2].contains("proxy3.example.org") && routes[2].contains("ftag=abc"));
+    // Loose routing: the Request-URI stays the remote target, the datagram goes to
+    // the first route.
+    assert_eq!(
+        text(&out[0]).lines().next(),
+        Some(format!("BYE {CALLER_CONTACT} SIP/2.0").as_str())
+    );
+    assert_eq!(out[0].dest, addr("198.51.100.7:5080"));
+}
+
+#[test]
+fn the_bye_is_retransmitted_per_timer_e_until_its_200() {
+    let mut b = Bench::new();
+    let (call, _) = b.confirmed_call(Req::invite("z9hG4bKtimere", "timere@x"));
+    let first = b.hangup(1_000, call);
+    let bye = request(&first[0]);
+    let sent = b.run_until(14_000);
+    let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
+    // 1 s + 0.5, 1.5, 3.5, 7.5, 11.5 (then every T2 = 4 s).
+    assert_eq!(times, [1_500, 2_500, 4_500, 8_500, 12_500]);
+    for (_, t) in &sent {
+        assert_eq!(t.bytes, first[0].bytes);
+        assert_eq!(t.dest, first[0].dest);
+    }
+
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: timere@x\r\n\
+CSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        raw(&bye, Name::VIA).unwrap(),
+        raw(&bye, Name::FROM).unwrap(),
+        raw(&bye, Name::TO).unwrap(),
+        raw(&bye, Name::CSEQ).unwrap(),
+    );
+    assert!(b.deliver(14_000, Bytes::from(ok)).is_empty());
+    assert!(b.run_until(60_000).is_empty(), "no BYE after its 200");
+    assert_eq!(b.ep.counters().stray_responses, 0);
+    assert!(b.ep.poll_timeout().is_none(), "everything has wound down");
+}
+
+#[test]
+fn the_bye_without_answer_gives_up_at_timer_f() {
+    let mut b = Bench::new();
+    let (call, _) = b.confirmed_call(Req::invite("z9hG4bKtimerf", "timerf@x"));
+    b.hangup(1_000, call);
+    let times: Vec<u64> = b.run_until(100_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        times,
+        [1_500, 2_500, 4_500, 8_500, 12_500, 16_500, 20_500, 24_500, 28_500, 32_500]
+    );
+    assert!(b.ep.poll_timeout().is_none());
+}
+
+#[test]
+fn hangup_before_the_ack_waits_for_it_then_sends_the_bye() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKhangearly", "hangearly@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    let ok = b.accept(100, call, ANSWER);
+    let tag = to_tag(&response(&ok[0])).unwrap();
+    assert!(
+        b.hangup(200, call).is_empty(),
+        "no BYE before the ACK (§15)"
+    );
+    // The 2xx is still retransmitted meanwhile.
+    let sent = b.run_until(2_000);
+    assert_eq!(sent.len(), 2, "2xx at 600 and 1600 ms");
+    assert!(sent.iter().all(|(_, t)| response(t).code == 200));
+
+    let out = b.deliver(2_000, ack_2xx(&invite, &tag).build());
+    assert_eq!(out.len(), 1, "the ACK releases the BYE");
+    let bye = request(&out[0]);
+    assert_eq!(bye.method.to_string(), "BYE");
+    assert_eq!(bye.call_id().unwrap().as_str(), "hangearly@x");
+    assert_eq!(
+        bye.from().unwrap().tag.map(|t| t.to_string()).as_deref(),
+        Some(tag.as_str())
+    );
+    assert!(b.events().is_empty());
+    // Only the BYE is retransmitted from now on.
+    let later = b.run_until(4_000);
+    assert!(later
+        .iter()
+        .all(|(_, t)| matches!(parse_message(t), Message::Request(_))));
+}
+
+#[test]
+fn hangup_before_the_ack_that_never_comes_sends_one_bye_and_no_event() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKhangnoack", "hangnoack@x").build());
+    let (call, _, _) = b.incoming();
+    b.accept(0, call, ANSWER);
+    assert!(b.hangup(100, call).is_empty());
+    let sent = b.run_until(32_000);
+    let byes: Vec<u64> = sent
+        .iter()
+        .filter(|(_, t)| matches!(parse_message(t), Message::Request(_)))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(byes, [32_000], "the BYE goes when the 2xx times out");
+    assert!(b.events().is_empty(), "we hung up: no Ended");
+}
+
+#[test]
+fn hangup_before_the_answer_rejects_the_invite() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKhangring", "hangring@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    let out = b.hangup(500, call);
+    let code = codes(&out);
+    assert_eq!(code.len(), 1);
+    assert!((400..700).contains(&code[0]), "{code:?}");
+    assert_eq!(b.ep.dialogs(), 0);
+    assert!(b.events().is_empty());
+}
+
+#[test]
+#[ignore = "bug: hangup while a re-INVITE is pending never answers the re-INVITE; its transaction stays in Proceeding forever and holds a table slot"]
+fn hangup_with_a_pending_reinvite_answers_it() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKhangre", "hangre@x"));
+    b.deliver(
+        1_000,
+        reinvite("hangre@x", "z9hG4bKhangre2", 2, &tag).build(),
+    );
+    assert_eq!(b.events().len(), 1);
+    let out = b.hangup(2_000, call);
+    let finals: Vec<u16> = out
+        .iter()
+        .filter_map(|t| match parse_message(t) {
+            Message::Response(r) => Some(r.code),
+            Message::Request(_) => None,
+        })
+        .collect();
+    assert_eq!(finals.len(), 1, "the re-INVITE gets a final response");
+    assert!(finals[0] >= 400, "{finals:?}");
+    // Its transaction ends: a late retransmission of the re-INVITE gets that final
+    // response again (Completed) or a 481 (gone), never silence.
+    let late = b.deliver(
+        2_100,
+        reinvite("hangre@x", "z9hG4bKhangre2", 2, &tag).build(),
+    );
+    assert_eq!(codes(&late).len(), 1, "the re-INVITE is not left hanging");
+}
+
+// ---- 11. Require, missing or foreign bodies ---------------------------------------------------
+
+#[test]
+fn require_with_an_unknown_option_gets_420_with_unsupported() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bK420", "r420@x").header("Require: frobnication");
+    let out = b.deliver(0, invite.build());
+    assert_eq!(codes(&out), [420]);
+    let r = response(&out[0]);
+    assert_eq!(raw(&r, Name::UNSUPPORTED).as_deref(), Some("frobnication"));
+    assert!(to_tag(&r).is_some());
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+#[ignore = "bug: Require is only checked on INVITE; OPTIONS/BYE with an unknown option tag get 200 instead of 420 (RFC 3261 §8.2.2.3)"]
+fn require_on_options_gets_420_too() {
+    let mut b = Bench::new();
+    let opt = Req::new("OPTIONS", "z9hG4bK420o", "r420o@x", 1).header("Require: frobnication");
+    let out = b.deliver(0, opt.build());
+    assert_eq!(codes(&out), [420]);
+    assert_eq!(
+        raw(&response(&out[0]), Name::UNSUPPORTED).as_deref(),
+        Some("frobnication")
+    );
+}
+
+#[test]
+fn invite_without_a_body_gets_488() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bK488", "r488@x");
+    invite.body.clear();
+    invite.content_type = None;
+    let out = b.deliver(0, invite.build());
+    assert_eq!(codes(&out), [488]);
+    assert!(to_tag(&response(&out[0])).is_some());
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn invite_with_a_foreign_content_type_gets_415_with_accept() {
+    let mut b = Bench::new();
+    for (i, ct) in ["text/plain", "multipart/mixed;boundary=x", "application/json"]
+        .iter()
+        .enumerate()
+    {
+        let mut invite = Req::invite(&format!("z9hG4bK415-{i}"), &format!("r415-{i}@x"));
+        invite.content_type = Some(ct.to_string());
+        let out = b.deliver(0, invite.build());
+        assert_eq!(codes(&out), [415], "{ct}");
+        let accept = raw(&response(&out[0]), Name::ACCEPT).expect("Accept");
+        assert!(accept.contains("application/sdp"));
+    }
+    let mut no_type = Req::invite("z9hG4bK415-none", "r415-none@x");
+    no_type.content_type = None;
+    assert_eq!(codes(&b.deliver(0, no_type.build())), [415]);
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn sdp_content_type_is_matched_case_insensitively_and_with_parameters() {
+    let mut b = Bench::new();
+    for (i, ct) in ["Application/SDP", "application/sdp; charset=utf-8"]
+        .iter()
+        .enumerate()
+    {
+        let mut invite = Req::invite(&format!("z9hG4bKct-{i}"), &format!("ct-{i}@x"));
+        invite.content_type = Some(ct.to_string());
+        assert_eq!(codes(&b.deliver(0, invite.build())), [100], "{ct}");
+        b.incoming();
+    }
+}
+
+#[test]
+#[ignore = "bug: Content-Type is matched by prefix, so application/sdpx (or application/sdp-anything) is taken for SDP instead of getting 415 (RFC 3261 §21.4.13)"]
+fn a_content_type_that_only_starts_with_application_sdp_gets_415() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKsdpx", "sdpx@x");
+    invite.content_type = Some("application/sdpx".to_string());
+    assert_eq!(codes(&b.deliver(0, invite.build())), [415]);
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn the_error_response_to_an_invite_is_acked_like_the_487() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bK415ack", "r415ack@x");
+    invite.content_type = Some("text/plain".to_string());
+    let out = b.deliver(0, invite.build());
+    let tag = to_tag(&response(&out[0])).unwrap();
+    let sent = b.run_until(2_000);
+    assert_eq!(
+        sent.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [500, 1_500]
+    );
+    assert!(b
+        .deliver(2_000, ack_error(&invite, &tag).build())
+        .is_empty());
+    assert!(b.run_until(60_000).is_empty());
+}
+
+// ---- 12. the transaction table bound ---------------------------------------------------------
+
+#[test]
+#[ignore = "bug: each call counts twice (INVITE transaction + dialog) against max_transactions, so with 5 the 4th concurrent INVITE already gets 503"]
+fn the_sixth_concurrent_invite_gets_503_with_retry_after() {
+    let mut b = Bench::with_max_transactions(5);
+    for i in 0..5 {
+        let out = b.deliver(
+            0,
+            Req::invite(&format!("z9hG4bKfull{i}"), &format!("full{i}@x")).build(),
+        );
+        assert_eq!(codes(&out), [100], "INVITE {}", i + 1);
+        b.incoming();
+    }
+    let out = b.deliver(0, Req::invite("z9hG4bKfull5", "full5@x").build());
+    assert_eq!(codes(&out), [503]);
+    assert!(raw(&response(&out[0]), Name::RETRY_AFTER).is_some());
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn a_full_table_answers_503_with_retry_after_and_frees_up_later() {
+    let mut b = Bench::with_max_transactions(1);
+    let first = Req::invite("z9hG4bKone", "one@x");
+    let (call, _) = b.confirmed_call(first);
+
+    let out = b.deliver(300, Req::invite("z9hG4bKtwo", "two@x").build());
+    assert_eq!(codes(&out), [503]);
+    let r = response(&out[0]);
+    let retry: u32 = raw(&r, Name::RETRY_AFTER)
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry > 0);
+    assert!(b.events().is_empty(), "no call for a refused INVITE");
+    assert_eq!(b.ep.counters().overloaded, 1);
+    // A retransmission of the refused INVITE is refused again, still statelessly.
+    assert_eq!(
+        codes(&b.deliver(800, Req::invite("z9hG4bKtwo", "two@x").build())),
+        [503]
+    );
+
+    // Once the call is over and its transactions have expired, there is room again.
+    assert_eq!(b.hangup(1_000, call).len(), 1);
+    b.run_until(40_000);
+    let out = b.deliver(40_000, Req::invite("z9hG4bKthree", "three@x").build());
+    assert_eq!(codes(&out), [100]);
+}
+
+#[test]
+#[ignore = "bug: the overload check runs before dialog matching, so with the table full a BYE (or CANCEL) for an existing call gets 503 and the call can never be ended by the caller"]
+fn a_bye_is_honoured_when_the_table_is_full() {
+    let mut b = Bench::with_max_transactions(2);
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKfullbye", "fullbye@x"));
+    // Let the INVITE transaction expire: only the dialog remains.
+    b.run_until(40_000);
+    b.ep.handle_datagram(
+        b.now,
+        addr("192.0.2.99:5060"),
+        Req::new("OPTIONS", "z9hG4bKfiller", "filler@x", 1).build(),
+    );
+    b.drain();
+    let bye = Req::in_dialog("BYE", "z9hG4bKfullbye2", "fullbye@x", 2, &tag);
+    let out = b.deliver(40_000, bye.build());
+    assert_eq!(codes(&out), [200]);
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended { call: c, reason: EndReason::RemoteBye }] if *c == call
+    ));
+}
+
+#[test]
+#[ignore = "bug: a merged request (same From tag, Call-ID and CSeq, new branch, no To tag) starts a second call instead of getting 482 (RFC 3261 §8.2.2.2)"]
+fn a_merged_invite_gets_482_not_a_second_call() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKfork1", "fork@x").build());
+    b.incoming();
+    // The same INVITE forked by a proxy upstream and arriving over a second path.
+    let mut fork = Req::invite("z9hG4bKfork2", "fork@x");
+    fork.vias
+        .push("SIP/2.0/UDP 198.51.100.9;branch=z9hG4bKup".to_string());
+    let out = b.deliver(50, fork.build());
+    assert_eq!(codes(&out), [482]);
+    assert!(b.events().is_empty());
+    assert_eq!(b.ep.dialogs(), 1);
+}
