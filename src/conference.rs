@@ -662,3 +662,288 @@ impl Law {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
+mod tests {
+    use super::*;
+    use crate::media::g711::{ulaw_decode, ulaw_encode};
+
+    const TICK: Duration = Duration::from_millis(20);
+
+    fn settings() -> ConferenceSettings {
+        ConferenceSettings {
+            jitter_delay_samples: 320,
+            rtp_timeout: Duration::from_secs(2),
+            ivr: IvrSettings::default(),
+        }
+    }
+
+    /// Prompts of constant, recognisable levels (µ-law exact values).
+    fn prompts() -> Arc<Prompts> {
+        Arc::new(Prompts::from_fn(|p| {
+            let level = match p {
+                Prompt::EnterPin => 3004,
+                Prompt::WrongPin => 2492,
+                Prompt::Goodbye => 1980,
+                Prompt::FirstParticipant => 1468,
+                Prompt::JoinTone => 988,
+            };
+            vec![level; 480]
+        }))
+    }
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)),
+            40_000,
+        )
+    }
+
+    fn media(n: u8) -> MediaParams {
+        MediaParams {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            remote: Some(addr(n)),
+            send: true,
+            receive: true,
+        }
+    }
+
+    fn seed(n: u8) -> RtpSeed {
+        RtpSeed {
+            ssrc: 1000 + n as u32,
+            sequence: 100,
+            timestamp: 5000,
+        }
+    }
+
+    /// A phone's outgoing stream: constant level frames and RFC 4733 digits.
+    struct Tx {
+        sender: RtpSender,
+        ts: u32,
+    }
+
+    impl Tx {
+        fn new(n: u8) -> Tx {
+            Tx {
+                sender: RtpSender::new(77 + n as u32, 1, 8000, 0),
+                ts: 8000,
+            }
+        }
+
+        fn audio(&mut self, level: i16) -> Vec<u8> {
+            let payload = [ulaw_encode(level); FRAME_SAMPLES];
+            let mut out = [0u8; 256];
+            self.sender.set_payload_type(0);
+            let n = self
+                .sender
+                .write(&payload, FRAME_SAMPLES as u32, &mut out)
+                .unwrap();
+            self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
+            out[..n].to_vec()
+        }
+
+        fn digit(&mut self, event: u8) -> Vec<Vec<u8>> {
+            // Start packet, then the end packet three times, one event timestamp (RFC 4733 §2.5.1.4).
+            let mut out = Vec::new();
+            self.sender.set_payload_type(101);
+            for (i, end) in [false, true, true, true].into_iter().enumerate() {
+                let duration = (160 * (i as u16 + 1)).to_be_bytes();
+                let payload = [
+                    event,
+                    if end { 0x80 | 10 } else { 10 },
+                    duration[0],
+                    duration[1],
+                ];
+                let mut buf = [0u8; 64];
+                let n = self.sender.write(&payload, 0, &mut buf).unwrap();
+                out.push(buf[..n].to_vec());
+            }
+            self.sender.skip(FRAME_SAMPLES as u32);
+            out
+        }
+    }
+
+    fn sent(conf: &mut Conference) -> HashMap<SocketAddr, Vec<i16>> {
+        let mut out = HashMap::new();
+        conf.drain_transmits(|_, dest, bytes| {
+            let (h, payload) = rtp::parse(bytes).unwrap();
+            assert_eq!(h.payload_type, 0);
+            out.insert(
+                dest,
+                payload
+                    .iter()
+                    .map(|&c| ulaw_decode(c))
+                    .collect::<Vec<i16>>(),
+            );
+        });
+        out
+    }
+
+    fn level(frame: &[i16]) -> i16 {
+        assert!(
+            frame.iter().all(|&s| s == frame[0]),
+            "frame not constant: {:?}",
+            &frame[..4]
+        );
+        frame[0]
+    }
+
+    #[test]
+    fn members_hear_the_others_never_themselves_and_listeners_share_the_mix() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let levels = [
+            ulaw_decode(ulaw_encode(1000)),
+            ulaw_decode(ulaw_encode(2000)),
+            ulaw_decode(ulaw_encode(4000)),
+        ];
+        let calls: Vec<CallToken> = (1..=4).map(|n| CallToken::from_raw(n as u64)).collect();
+        let slots: Vec<usize> = (0..4)
+            .map(|i| conf.add_member(t0, calls[i], media(i as u8 + 1), seed(i as u8)))
+            .collect();
+        for c in &calls {
+            conf.join(t0, *c, 7);
+        }
+        assert_eq!(conf.room_size(7), 4);
+        let mut txs: Vec<Tx> = (0..3).map(Tx::new).collect();
+        let mut now = t0;
+        let mut last = HashMap::new();
+        // Long enough for the join tone and "first participant" to finish and the
+        // jitter buffers to fill.
+        for _ in 0..60 {
+            now += TICK;
+            for i in 0..3 {
+                let pkt = txs[i].audio(levels[i]);
+                conf.handle_rtp(now, slots[i], addr(i as u8 + 1), &pkt);
+            }
+            conf.handle_tick(now);
+            last = sent(&mut conf);
+        }
+        let heard = |i: u8| level(&last[&addr(i)]);
+        let q = |x: i32| ulaw_decode(ulaw_encode(x as i16)) as i32;
+        let (a, b, c) = (levels[0] as i32, levels[1] as i32, levels[2] as i32);
+        assert_eq!(heard(1) as i32, q(b + c));
+        assert_eq!(heard(2) as i32, q(a + c));
+        assert_eq!(heard(3) as i32, q(a + b));
+        // The silent fourth member is a listener: the full mix.
+        assert_eq!(heard(4) as i32, q(a + b + c));
+    }
+
+    #[test]
+    fn ivr_prompt_digits_and_pin_result() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let call = CallToken::from_raw(9);
+        let slot = conf.add_member(t0, call, media(1), seed(1));
+        conf.handle_tick(t0 + TICK);
+        // The PIN prompt plays from the first tick.
+        assert_eq!(
+            level(&sent(&mut conf)[&addr(1)]),
+            ulaw_decode(ulaw_encode(3004))
+        );
+        let mut tx = Tx::new(1);
+        let mut now = t0 + TICK;
+        for ev in [1u8, 2, 11] {
+            for pkt in tx.digit(ev) {
+                conf.handle_rtp(now, slot, addr(1), &pkt);
+            }
+            now += TICK;
+            conf.handle_tick(now);
+        }
+        let Some(ConferenceEvent::PinEntered { call: c, attempt }) = conf.poll_event() else {
+            panic!("no PIN attempt");
+        };
+        assert_eq!(c, call);
+        assert_eq!(&attempt.0[..], b"12");
+        assert_eq!(conf.counters().digits, 3);
+        // Barge-in stopped the prompt: silence now.
+        assert_eq!(level(&sent(&mut conf)[&addr(1)]), 0);
+        conf.handle_pin_result(now, call, false);
+        now += TICK;
+        conf.handle_tick(now);
+        assert_eq!(
+            level(&sent(&mut conf)[&addr(1)]),
+            ulaw_decode(ulaw_encode(2492)),
+            "wrong-PIN prompt"
+        );
+    }
+
+    #[test]
+    fn foreign_packets_do_not_reach_the_mix_and_silence_times_out() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+        let sa = conf.add_member(t0, a, media(1), seed(1));
+        let _sb = conf.add_member(t0, b, media(2), seed(2));
+        conf.join(t0, a, 0);
+        conf.join(t0, b, 0);
+        let mut tx = Tx::new(1);
+        let mut spoof = Tx::new(9);
+        let mut now = t0;
+        for _ in 0..40 {
+            now += TICK;
+            conf.handle_rtp(now, sa, addr(1), &tx.audio(0));
+            // A spray from another address at a's port.
+            conf.handle_rtp(now, sa, addr(99), &spoof.audio(8000));
+            conf.handle_tick(now);
+            let out = sent(&mut conf);
+            assert_ne!(
+                out.get(&addr(2)).map(|f| f[0]),
+                Some(ulaw_decode(ulaw_encode(8000)))
+            );
+        }
+        assert_eq!(conf.counters().foreign_source, 40);
+        // b never sent anything: after rtp_timeout (2 s) it is reported, exactly once.
+        let mut hangups = Vec::new();
+        while let Some(ev) = conf.poll_event() {
+            if let ConferenceEvent::Hangup { call, reason } = ev {
+                hangups.push((call, reason));
+            }
+        }
+        for _ in 0..100 {
+            now += TICK;
+            conf.handle_rtp(now, sa, addr(1), &tx.audio(0));
+            conf.handle_tick(now);
+            while let Some(ev) = conf.poll_event() {
+                if let ConferenceEvent::Hangup { call, reason } = ev {
+                    hangups.push((call, reason));
+                }
+            }
+        }
+        assert_eq!(hangups, vec![(b, HangupReason::MediaTimeout)]);
+        assert!(conf.remove(b).is_some());
+        assert_eq!(conf.room_size(0), 1);
+        assert!(conf.remove(a).is_some());
+        assert_eq!(conf.rooms(), 0, "an empty room disappears");
+    }
+
+    #[test]
+    fn a_member_moves_between_shards_with_its_stream() {
+        let t0 = Instant::now();
+        let mut one = Conference::new(settings(), prompts());
+        let mut two = Conference::new(settings(), prompts());
+        let call = CallToken::from_raw(5);
+        one.add_member(t0, call, media(1), seed(1));
+        one.handle_tick(t0 + TICK);
+        let mut seq_before = 0;
+        one.drain_transmits(|_, _, b| seq_before = rtp::parse(b).unwrap().0.sequence);
+        let (_, member) = one.take(call).unwrap();
+        assert_eq!(one.members(), 0);
+        two.adopt(t0 + TICK, member, 3);
+        assert_eq!(two.room_size(3), 1);
+        two.handle_tick(t0 + TICK * 2);
+        let mut seq_after = 0;
+        let mut ssrc = 0;
+        two.drain_transmits(|_, _, b| {
+            let h = rtp::parse(b).unwrap().0;
+            seq_after = h.sequence;
+            ssrc = h.ssrc;
+        });
+        // Same RTP stream: the sequence continues and the SSRC stays.
+        assert_eq!(seq_after, seq_before.wrapping_add(1));
+        assert_eq!(ssrc, seed(1).ssrc);
+    }
+}
