@@ -60,10 +60,6 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 /// One endpoint on a virtual clock, plus what it sent and when.
 struct Bench {
     ep: Endpoint,
@@ -83,6 +79,7 @@ impl Bench {
             limits: Limits::default(),
             max_transactions,
         });
+        #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
         let t0 = Instant::now();
         Bench { ep, t0, now: t0 }
     }
@@ -569,6 +566,98 @@ fn the_2xx_retransmission_interval_caps_at_t2() {
     assert_eq!(times, [500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500]);
 }
 
+#[test]
+fn a_second_accept_or_a_late_reject_sends_nothing() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKtwice", "twice@x").build());
+    let (call, _, _) = b.incoming();
+    assert_eq!(codes(&b.accept(100, call, ANSWER)), [200]);
+    b.ep.accept(b.now, call, ANSWER);
+    b.ep.reject(b.now, call, 486, None);
+    assert!(b.drain().is_empty(), "one final response per INVITE");
+    assert_eq!(b.ep.dialogs(), 1);
+}
+
+#[test]
+fn reject_sends_the_final_response_and_forgets_the_call() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKreject", "reject@x");
+    b.deliver(0, invite.build());
+    let (call, _, _) = b.incoming();
+    b.run_until(300);
+    b.ep.reject(b.now, call, 486, Some("room \"full\""));
+    let out = b.drain();
+    assert_eq!(codes(&out), [486]);
+    let busy = response(&out[0]);
+    let tag = to_tag(&busy).expect("To tag");
+    let warning = raw(&busy, Name::WARNING).expect("Warning");
+    assert!(warning.starts_with("399 sotto \""), "{warning}");
+    assert_eq!(
+        warning.matches('"').count(),
+        2,
+        "quotes inside are replaced: {warning}"
+    );
+    assert_eq!(b.ep.dialogs(), 0);
+    assert!(b.events().is_empty(), "the application knows already");
+    // Timer G until the ACK, as for any error response.
+    let times: Vec<u64> = b.run_until(2_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [800, 1_800]);
+    assert!(b
+        .deliver(2_000, ack_error(&invite, &tag).build())
+        .is_empty());
+    assert!(b.run_until(60_000).is_empty());
+}
+
+#[test]
+fn a_clock_that_steps_back_changes_nothing() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKback", "back@x").build());
+    let (call, _, _) = b.incoming();
+    b.accept(1_000, call, ANSWER);
+    b.ep.handle_timeout(b.at(0));
+    b.ep.handle_timeout(b.at(999));
+    assert!(b.drain().is_empty());
+    let times: Vec<u64> = b.run_until(4_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [1_500, 2_500]);
+}
+
+#[test]
+fn bye_before_the_ack_ends_the_call_and_stops_the_2xx() {
+    let mut b = Bench::new();
+    b.deliver(0, Req::invite("z9hG4bKbyeearly", "byeearly@x").build());
+    let (call, _, _) = b.incoming();
+    let ok = b.accept(100, call, ANSWER);
+    let tag = to_tag(&response(&ok[0])).unwrap();
+    let bye = Req::in_dialog("BYE", "z9hG4bKbyeearly2", "byeearly@x", 2, &tag);
+    assert_eq!(codes(&b.deliver(300, bye.build())), [200]);
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended { call: c, reason: EndReason::RemoteBye }] if *c == call
+    ));
+    assert!(b.run_until(60_000).is_empty(), "no 2xx, no BYE of ours");
+    assert!(b.events().is_empty(), "no NoAck after a BYE");
+}
+
+#[test]
+fn an_rfc_2543_invite_without_branch_is_matched_by_call_id_cseq_and_tag() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("unused", "rfc2543@x");
+    invite.vias = vec![format!("SIP/2.0/UDP {CALLER_VIA}")];
+    let first = b.deliver(0, invite.build());
+    assert_eq!(codes(&first), [100]);
+    assert_eq!(first[0].dest, addr("192.0.2.10:5070"));
+    b.incoming();
+    // Its retransmission is recognised ...
+    assert_eq!(codes(&b.deliver(500, invite.build())), [100]);
+    assert!(b.events().is_empty());
+    // ... and so is its CANCEL.
+    assert_eq!(
+        codes(&b.deliver(600, cancel_of(&invite).build())),
+        [200, 487]
+    );
+    assert!(matches!(b.events().as_slice(), [Event::Cancelled { .. }]));
+}
+
 // ---- 2. no ACK ----------------------------------------------------------------------------
 
 #[test]
@@ -763,6 +852,7 @@ fn the_487_is_retransmitted_per_timer_g_until_its_ack() {
     b.incoming();
     let out = b.deliver(1_000, cancel_of(&invite).build());
     let tag = to_tag(&response(&out[1])).unwrap();
+    assert!(matches!(b.events().as_slice(), [Event::Cancelled { .. }]));
 
     let sent = b.run_until(5_000);
     let times: Vec<u64> = sent.iter().map(|(t, _)| *t).collect();
@@ -774,10 +864,11 @@ fn the_487_is_retransmitted_per_timer_g_until_its_ack() {
 
     let ack = b.deliver(5_000, ack_error(&invite, &tag).build());
     assert!(ack.is_empty());
+    // Confirmed (Timer I = T4): a late copy of the INVITE is absorbed, not a new call.
+    assert!(b.deliver(6_000, invite.build()).is_empty());
+    assert!(b.events().is_empty());
     assert!(b.run_until(60_000).is_empty(), "no 487 after its ACK");
-    // A late INVITE retransmission is absorbed in Confirmed.
-    let late = b.deliver(60_000, invite.build());
-    assert!(late.len() <= 1);
+    assert!(b.ep.poll_timeout().is_none(), "the transaction is gone");
 }
 
 #[test]
@@ -1137,97 +1228,109 @@ fn garbage_datagrams_get_nothing_and_do_not_panic() {
 }
 
 #[test]
-fn a_thousand_via_values_get_one_400_copying_them_all() {
+#[ignore = "bug: 1000 comma-separated Via values (15 KB) get a 20 KB stateless 400 with one Via line each: larger than the request (UDP reflection) and over our own 16 KiB parse limit"]
+fn a_thousand_via_values_do_not_get_a_response_larger_than_the_request() {
     count_panics();
     let mut b = Bench::new();
     let mut head = String::from("OPTIONS sip:conf@127.0.0.1 SIP/2.0\r\nv: ");
     head.push_str(&vec!["SIP/2.0/UDP h"; 1000].join(","));
     head.push_str("\r\n\r\n");
+    let request_len = head.len();
     let out = b.deliver(0, Bytes::from(head));
-    // A Via but no Call-ID, From, To or CSeq: 400 to the top Via (no rport: port 5060).
-    assert_eq!(codes(&out), [400]);
-    assert_eq!(out[0].dest, addr("192.0.2.10:5060"));
-    assert_eq!(response(&out[0]).vias().unwrap().len(), 1000);
     assert_eq!(PANICS.with(|p| p.get()), 0);
+    assert!(out.len() <= 1);
+    for t in &out {
+        assert!(
+            t.bytes.len() <= request_len,
+            "{} bytes answered with {}",
+            request_len,
+            t.bytes.len()
+        );
+        assert!(parse(t.bytes.clone(), &Limits::default()).is_ok());
+    }
 }
 
-/// Well-framed requests with a usable Via but broken other headers: each gets at most one
-/// response (a 4xx/5xx), no event, and no panic anywhere.
+/// Well-framed requests with a usable Via but broken or odd other headers: each gets the
+/// expected answer, and nothing panics (not even inside the endpoint's catch_unwind).
 #[test]
-fn broken_headers_behind_a_good_via_get_at_most_an_error_response() {
+fn broken_headers_behind_a_good_via_get_the_right_answer() {
     count_panics();
     let base = || Req::invite("z9hG4bKbroken", "broken@x");
-    let cases: Vec<(&str, Req)> = vec![
-        ("CSeq not a number", {
-            let mut r = base();
-            r.cseq = "one INVITE".to_string();
-            r
-        }),
-        ("CSeq overflow", {
-            let mut r = base();
-            r.cseq = "99999999999999999999 INVITE".to_string();
-            r
-        }),
-        ("From without URI", {
-            let mut r = base();
-            r.from = ";tag=x".to_string();
-            r
-        }),
-        ("To garbage", {
-            let mut r = base();
-            r.to = "<<<>>>".to_string();
-            r
-        }),
-        ("empty Call-ID", {
-            let mut r = base();
-            r.call_id = String::new();
-            r
-        }),
-        ("Contact garbage", {
-            let mut r = base();
-            r.contact = Some("<:::>".to_string());
-            r
-        }),
+    let edit = |f: fn(&mut Req)| {
+        let mut r = base();
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(&str, Req, u16)> = vec![
+        (
+            "CSeq not a number",
+            edit(|r| r.cseq = "one INVITE".into()),
+            400,
+        ),
+        // RFC 4475 §3.1.2.4: an overlarge CSeq gets 400.
+        (
+            "CSeq over 2^32",
+            edit(|r| r.cseq = "99999999999999999999 INVITE".into()),
+            400,
+        ),
+        ("From without URI", edit(|r| r.from = ";tag=x".into()), 400),
+        ("To garbage", edit(|r| r.to = "<<<>>>".into()), 400),
+        ("empty Call-ID", edit(|r| r.call_id = String::new()), 400),
+        // RFC 4475 §3.1.2.4: Max-Forwards above 255 is out of range.
+        (
+            "Max-Forwards 100000",
+            edit(|r| r.max_forwards = "100000".into()),
+            400,
+        ),
+        (
+            "Content-Type empty",
+            edit(|r| r.content_type = Some(String::new())),
+            415,
+        ),
+        // Tolerated: the call goes ahead.
+        (
+            "Contact garbage",
+            edit(|r| r.contact = Some("<:::>".into())),
+            100,
+        ),
         (
             "Record-Route garbage",
             base().header("Record-Route: <<sip:>"),
+            100,
         ),
-        ("Max-Forwards huge", {
-            let mut r = base();
-            r.max_forwards = "100000".to_string();
-            r
-        }),
-        ("Request-URI tel", {
-            let mut r = base();
-            r.uri = "tel:+4930123456".to_string();
-            r
-        }),
-        ("Content-Type empty", {
-            let mut r = base();
-            r.content_type = Some(String::new());
-            r
-        }),
-        ("Require empty", base().header("Require: ")),
+        ("Require empty", base().header("Require: "), 100),
+        ("unknown header", base().header("X-Foo: \u{1f4de}"), 100),
+        ("folded header", base().header("Subject: one\r\n two"), 100),
     ];
-    for (name, req) in cases {
+    for (name, req, expected) in cases {
         let mut b = Bench::new();
-        b.ep.handle_datagram(b.now, addr(CALLER), req.build());
-        let out = b.drain();
-        assert!(out.len() <= 2, "{name}: {:?}", texts(out.iter()));
-        for t in &out {
-            let r = response(t);
+        let out = b.deliver(0, req.build());
+        assert_eq!(codes(&out), [expected], "{name}");
+        let events = b.events();
+        if expected == 100 {
             assert!(
-                r.code == 100 || r.code >= 400 || r.code == 200,
-                "{name}: {}",
-                r.code
+                matches!(events.as_slice(), [Event::Incoming { .. }]),
+                "{name}"
             );
+        } else {
+            assert!(events.is_empty(), "{name}: {events:?}");
+            assert_eq!(b.ep.dialogs(), 0, "{name}");
         }
-        // Whatever happened, the endpoint must stay usable.
-        b.events();
+        // Whatever happened, the endpoint stays usable.
         let out = b.deliver(1, Req::new("OPTIONS", "z9hG4bKok", "ok@x", 1).build());
         assert_eq!(codes(&out), [200], "{name}: endpoint broken afterwards");
     }
     assert_eq!(PANICS.with(|p| p.get()), 0, "a header accessor panicked");
+}
+
+#[test]
+#[ignore = "bug: an INVITE with a tel: (or other non-SIP) Request-URI fails to parse and is dropped silently instead of getting 416 (RFC 3261 §8.2.2.1); the caller retries for 32 s"]
+fn a_non_sip_request_uri_gets_416() {
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKtel", "tel@x");
+    invite.uri = "tel:+4930123456".to_string();
+    assert_eq!(codes(&b.deliver(0, invite.build())), [416]);
+    assert!(b.events().is_empty());
 }
 
 #[test]
@@ -1349,6 +1452,28 @@ fn rejecting_a_reinvite_keeps_the_call() {
     // The call is still ours to hang up.
     let out = b.hangup(1_200, call);
     assert_eq!(request(&out[0]).method.to_string(), "BYE");
+}
+
+#[test]
+#[ignore = "bug: the ACK of a 2xx is matched by dialog only, not by CSeq; a duplicate ACK of the first INVITE stops the retransmissions of a re-INVITE's 2xx (RFC 3261 §13.2.2.4, §13.3.1.4)"]
+fn a_duplicate_ack_of_the_first_invite_does_not_ack_the_reinvite_2xx() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKackcseq", "ackcseq@x");
+    let (call, tag) = b.confirmed_call(invite.clone());
+    b.deliver(
+        1_000,
+        reinvite("ackcseq@x", "z9hG4bKackcseq2", 2, &tag).build(),
+    );
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { .. }]));
+    assert_eq!(codes(&b.accept(1_000, call, ANSWER)), [200]);
+    // The network duplicates the first ACK (CSeq 1); it acknowledges nothing new.
+    assert!(b.deliver(1_100, ack_2xx(&invite, &tag).build()).is_empty());
+    let times: Vec<u64> = b.run_until(5_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        times,
+        [1_500, 2_500, 4_500],
+        "the re-INVITE's 2xx still awaits its ACK"
+    );
 }
 
 #[test]
@@ -1643,9 +1768,13 @@ fn invite_without_a_body_gets_488() {
 #[test]
 fn invite_with_a_foreign_content_type_gets_415_with_accept() {
     let mut b = Bench::new();
-    for (i, ct) in ["text/plain", "multipart/mixed;boundary=x", "application/json"]
-        .iter()
-        .enumerate()
+    for (i, ct) in [
+        "text/plain",
+        "multipart/mixed;boundary=x",
+        "application/json",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut invite = Req::invite(&format!("z9hG4bK415-{i}"), &format!("r415-{i}@x"));
         invite.content_type = Some(ct.to_string());

@@ -195,6 +195,16 @@ impl Phone {
         0
     }
 
+    /// The Call-ID this phone uses.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// This phone's From tag.
+    pub fn from_tag(&self) -> &str {
+        &self.from_tag
+    }
+
     /// Queues RFC 4733 digits (e.g. "31415926#").
     pub fn dial_digits(&self, digits: &str) {
         let mut m = self.media.lock().unwrap();
