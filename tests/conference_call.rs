@@ -159,7 +159,7 @@ fn three_phones_hear_each_other_and_a_wrong_pin_is_refused() {
     ];
     for p in phones.iter().chain([&intruder]) {
         secrets.push(p.call_id().to_string());
-        secrets.push(p.from_tag().to_string());
+        secrets.push(p.local_tag().to_string());
     }
     for s in &secrets {
         assert!(

@@ -32,6 +32,14 @@ use std::time::Instant;
 /// Methods this bridge implements (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
 
+/// Most Via values a request may carry. Real paths have a handful of hops; a request
+/// with more is hostile or broken, and answering it would send more bytes than came in.
+const MAX_VIAS: usize = 32;
+
+/// Identity of an initial INVITE for merged-request detection (RFC 3261 §8.2.2.2):
+/// Call-ID, From tag, CSeq number.
+type MergeKey = (String, String, u32);
+
 /// Settings of the endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -142,6 +150,10 @@ struct InviteEntry {
     call: CallToken,
     request: Request,
     source: SocketAddr,
+    /// CSeq number of the INVITE: the ACK of its 2xx carries the same (RFC 3261 §13.2.2.4).
+    cseq: u32,
+    /// Set for initial INVITEs, so that a merged copy can be recognised.
+    merge_key: Option<MergeKey>,
 }
 
 /// The UAS core.
@@ -154,6 +166,8 @@ pub struct Endpoint {
     by_key: HashMap<DialogKey, CallToken>,
     /// Per call: the INVITE transaction that is pending or whose 2xx awaits its ACK.
     invite_of: HashMap<CallToken, TxKey>,
+    /// Initial INVITEs still held, by Call-ID, From tag and CSeq.
+    merged: HashMap<MergeKey, TxKey>,
     /// Calls we want to end once the ACK arrives (RFC 3261 §15).
     bye_after_ack: Vec<CallToken>,
     transmits: VecDeque<Transmit>,
@@ -172,6 +186,7 @@ impl Endpoint {
             dialogs: HashMap::new(),
             by_key: HashMap::new(),
             invite_of: HashMap::new(),
+            merged: HashMap::new(),
             bye_after_ack: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -259,6 +274,10 @@ impl Endpoint {
             self.counters.malformed += 1;
             return;
         };
+        if req.vias().map_or(0, |v| v.len()) > MAX_VIAS {
+            self.counters.malformed += 1;
+            return;
+        }
         let dest = response_destination(&via, source);
         let method = req.method.clone();
         let is_ack = method == Method::ACK;
@@ -311,9 +330,17 @@ impl Endpoint {
             return;
         }
 
-        if self.invites.len() + self.non_invites.len() + self.dialogs.len()
-            >= self.cfg.max_transactions
-        {
+        // Requests for calls that exist always get through: a full table must never
+        // keep a caller from hanging up.
+        let in_dialog = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied());
+        let cancels_ours = method == Method::CANCEL
+            && self.invites.contains_key(&TxKey {
+                method: Method::INVITE.to_string(),
+                ..key.clone()
+            });
+        let full = self.invites.len() + self.non_invites.len() >= self.cfg.max_transactions
+            || (method == Method::INVITE && self.dialogs.len() >= self.cfg.max_transactions);
+        if in_dialog.is_none() && !cancels_ours && full {
             self.counters.overloaded += 1;
             self.respond_stateless(&req, source, 503, &[("Retry-After", "5")]);
             return;
@@ -324,6 +351,42 @@ impl Endpoint {
         if req.max_forwards() == Ok(Some(0)) {
             self.non_invite_response(now, key, &req, source, 483, &[]);
             return;
+        }
+
+        if req.uri.is_none() {
+            // RFC 3261 §8.2.2.1: a URI scheme we do not serve.
+            if method == Method::INVITE {
+                let tx = InviteServer::new(dest, false, self.cfg.timers);
+                self.reject_new(now, tx, key, CallToken::random(), &req, source, 416, &[]);
+            } else {
+                self.non_invite_response(now, key, &req, source, 416, &[]);
+            }
+            return;
+        }
+
+        if method != Method::INVITE && method != Method::CANCEL {
+            if let Some(unsupported) = unsupported_requirements(&req) {
+                self.non_invite_response(
+                    now,
+                    key,
+                    &req,
+                    source,
+                    420,
+                    &[("Unsupported", &unsupported)],
+                );
+                return;
+            }
+            // RFC 3261 §12.2.2: an in-dialog request older than the last one is out of order.
+            if let Some(call) = in_dialog {
+                let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
+                if let Some(d) = self.dialogs.get_mut(&call) {
+                    if cseq < d.remote_cseq {
+                        self.non_invite_response(now, key, &req, source, 500, &[]);
+                        return;
+                    }
+                    d.remote_cseq = cseq;
+                }
+            }
         }
 
         match method {
@@ -355,11 +418,24 @@ impl Endpoint {
         code: u16,
         extra: &[(&str, &str)],
     ) {
+        self.non_invite_response_tagged(now, key, req, source, code, extra, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn non_invite_response_tagged(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: &Request,
+        source: SocketAddr,
+        code: u16,
+        extra: &[(&str, &str)],
+        tag: Option<String>,
+    ) {
         let Ok(via) = req.top_via() else { return };
         let dest = response_destination(&via, source);
-        let to_tag = self
-            .dialog_of(req)
-            .map(|d| d.key.local_tag.clone())
+        let to_tag = tag
+            .or_else(|| self.dialog_of(req).map(|d| d.key.local_tag.clone()))
             .unwrap_or_else(super::message::random_token);
         let Ok(bytes) = build_response(req, source, code, Some(&to_tag), extra, None) else {
             return;
@@ -409,30 +485,42 @@ impl Endpoint {
         let call = CallToken::random();
 
         // Extensions we do not support (RFC 3261 §8.2.2.3).
-        if let Some(require) = req.raw(&Name::REQUIRE) {
-            let unsupported: Vec<&str> = require
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .collect();
-            if !unsupported.is_empty() {
-                let list = unsupported.join(", ");
-                self.reject_new(
-                    now,
-                    tx,
-                    key,
-                    call,
-                    &req,
-                    source,
-                    420,
-                    &[("Unsupported", &list)],
-                );
-                return;
-            }
+        if let Some(list) = unsupported_requirements(&req) {
+            self.reject_new(
+                now,
+                tx,
+                key,
+                call,
+                &req,
+                source,
+                420,
+                &[("Unsupported", &list)],
+            );
+            return;
         }
-        let content_type = req
-            .raw(&Name::CONTENT_TYPE)
-            .map(|c| c.trim().to_ascii_lowercase());
+        // A merged request: the same INVITE reached us twice by different paths.
+        let merge_key: Option<MergeKey> = match (req.call_id(), req.from(), req.cseq()) {
+            (Ok(id), Ok(from), Ok(cseq)) => Some((
+                id.to_string(),
+                from.tag.map(|t| t.to_string()).unwrap_or_default(),
+                cseq.cseq,
+            )),
+            _ => None,
+        };
+        if merge_key
+            .as_ref()
+            .is_some_and(|k| self.merged.contains_key(k))
+        {
+            self.reject_new(now, tx, key, call, &req, source, 482, &[]);
+            return;
+        }
+        let content_type = req.raw(&Name::CONTENT_TYPE).map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
         if req.body.is_empty() {
             // Offer-less INVITE (offer in the 2xx, answer in the ACK) is not supported yet.
             self.reject_new(
@@ -447,7 +535,7 @@ impl Endpoint {
             );
             return;
         }
-        if !content_type.is_some_and(|c| c.starts_with("application/sdp")) {
+        if content_type.as_deref() != Some("application/sdp") {
             self.reject_new(
                 now,
                 tx,
@@ -474,15 +562,19 @@ impl Endpoint {
                 self.transmits.push_back(t);
             }
         }
-        let request_user = match &req.uri.user_part {
-            ezk_sip_types::uri::SipUriUserPart::Empty => String::new(),
-            ezk_sip_types::uri::SipUriUserPart::User(u) => u.to_string(),
-            ezk_sip_types::uri::SipUriUserPart::UserPw(u) => u.user.to_string(),
+        let request_user = match req.uri.as_ref().map(|u| &u.user_part) {
+            Some(ezk_sip_types::uri::SipUriUserPart::User(u)) => u.to_string(),
+            Some(ezk_sip_types::uri::SipUriUserPart::UserPw(u)) => u.user.to_string(),
+            _ => String::new(),
         };
         let offer = req.body.clone();
+        let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
         self.by_key.insert(dialog.key.clone(), call);
         self.dialogs.insert(call, dialog);
         self.invite_of.insert(call, key.clone());
+        if let Some(k) = &merge_key {
+            self.merged.insert(k.clone(), key.clone());
+        }
         self.invites.insert(
             key,
             InviteEntry {
@@ -490,6 +582,8 @@ impl Endpoint {
                 call,
                 request: req,
                 source,
+                cseq,
+                merge_key,
             },
         );
         self.events.push_back(Event::Incoming {
@@ -524,6 +618,8 @@ impl Endpoint {
                 call,
                 request: req.clone(),
                 source,
+                cseq: req.cseq().map(|c| c.cseq).unwrap_or(0),
+                merge_key: None,
             },
         );
     }
@@ -580,6 +676,8 @@ impl Endpoint {
                 call,
                 request: req,
                 source,
+                cseq,
+                merge_key: None,
             },
         );
         self.events.push_back(Event::Reinvite { call, offer });
@@ -599,8 +697,13 @@ impl Endpoint {
         let Some(call) = Self::dialog_key_of(req).and_then(|k| self.by_key.get(&k).copied()) else {
             return;
         };
+        let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
         if let Some(k) = self.invite_of.get(&call) {
             if let Some(e) = self.invites.get_mut(k) {
+                if e.cseq != cseq {
+                    // The ACK of an earlier INVITE (a retransmission): not for this 2xx.
+                    return;
+                }
                 e.tx.handle_2xx_ack();
             }
         }
@@ -626,12 +729,17 @@ impl Endpoint {
         };
         let call = entry.call;
         let proceeding = entry.tx.state() == InviteServerState::Proceeding;
-        self.non_invite_response(now, key, &req, source, 200, &[]);
+        let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
+        let initial = self
+            .dialogs
+            .get(&call)
+            .is_some_and(|d| d.state == DialogState::Early);
+        // RFC 3261 §9.2: the 200 to the CANCEL carries the To tag the 487 will carry.
+        self.non_invite_response_tagged(now, key, &req, source, 200, &[], tag.clone());
         if !proceeding {
             // Already answered: the CANCEL has no effect (RFC 3261 §9.2).
             return;
         }
-        let tag = self.dialogs.get(&call).map(|d| d.key.local_tag.clone());
         if let Some(entry) = self.invites.get_mut(&invite_key) {
             if let Ok(bytes) =
                 build_response(&entry.request, entry.source, 487, tag.as_deref(), &[], None)
@@ -641,7 +749,8 @@ impl Endpoint {
                 }
             }
         }
-        if self.remove_dialog(call) {
+        // Cancelling a re-INVITE ends only that transaction; the call stays.
+        if initial && self.remove_dialog(call) {
             self.events.push_back(Event::Cancelled { call });
         }
     }
@@ -811,6 +920,8 @@ impl Endpoint {
     }
 
     fn send_bye(&mut self, now: Instant, call: CallToken) {
+        // A re-INVITE still waiting for our answer gets its 487 before the call goes.
+        self.terminate_pending_invite(now, call);
         let Some(mut dialog) = self.dialogs.remove(&call) else {
             return;
         };
@@ -845,7 +956,16 @@ impl Endpoint {
                 }
             }
         }
-        self.invites.retain(|_, e| !e.tx.is_terminated());
+        let merged = &mut self.merged;
+        self.invites.retain(|_, e| {
+            let keep = !e.tx.is_terminated();
+            if !keep {
+                if let Some(k) = &e.merge_key {
+                    merged.remove(k);
+                }
+            }
+            keep
+        });
         for t in self.non_invites.values_mut() {
             t.handle_timeout(now);
         }
@@ -879,6 +999,18 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The option tags of `Require`, if any: we support none (RFC 3261 §8.2.2.3 → 420).
+fn unsupported_requirements(req: &Request) -> Option<String> {
+    let tags: Vec<&str> = req
+        .headers
+        .get_raw(&Name::REQUIRE)
+        .flat_map(|v| v.as_str().split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
 }
 
 fn is_known_method(m: &Method) -> bool {

@@ -77,8 +77,9 @@ pub struct HeaderMissing(pub &'static str);
 pub struct Request {
     /// The method from the request line.
     pub method: Method,
-    /// The Request-URI.
-    pub uri: SipUri,
+    /// The Request-URI; `None` when it is not a `sip:`/`sips:` URI (e.g. `tel:`), which
+    /// a UAS answers with 416 (RFC 3261 §8.2.2.1).
+    pub uri: Option<SipUri>,
     /// All headers, raw until asked for.
     pub headers: Headers,
     /// The body (exactly Content-Length bytes when that header is present).
@@ -138,8 +139,12 @@ pub fn parse(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
 
     let first = std::str::from_utf8(first).map_err(|_| ParseError::NotUtf8)?;
     let start = match MessageLine::parse(&data)(first) {
-        Ok((remaining, line)) if remaining.trim().is_empty() => line,
-        _ => return Err(ParseError::BadStartLine),
+        Ok((remaining, line)) if remaining.trim().is_empty() => Some(line),
+        _ => None,
+    };
+    let foreign_method = match start {
+        Some(_) => None,
+        None => Some(foreign_uri_request(first).ok_or(ParseError::BadStartLine)?),
     };
 
     let mut headers = Headers::with_capacity(rest.len());
@@ -169,19 +174,48 @@ pub fn parse(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         None => data.slice(head_end..),
     };
 
-    Ok(match start {
-        MessageLine::Request(line) => Message::Request(Request {
+    Ok(match (start, foreign_method) {
+        (Some(MessageLine::Request(line)), _) => Message::Request(Request {
             method: line.method,
-            uri: line.uri,
+            uri: Some(line.uri),
             headers,
             body,
         }),
-        MessageLine::Response(line) => Message::Response(Response {
+        (Some(MessageLine::Response(line)), _) => Message::Response(Response {
             code: line.code.into_u16(),
             headers,
             body,
         }),
+        (None, Some(method)) => Message::Request(Request {
+            method,
+            uri: None,
+            headers,
+            body,
+        }),
+        (None, None) => return Err(ParseError::BadStartLine),
     })
+}
+
+/// A request line whose URI has another scheme than sip/sips (`INVITE tel:+49... SIP/2.0`):
+/// well-formed enough to answer, with 416.
+fn foreign_uri_request(line: &str) -> Option<Method> {
+    let mut parts = line.split(' ');
+    let (method, uri, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "SIP/2.0" {
+        return None;
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
+    if method.is_empty() || !method.chars().all(token) {
+        return None;
+    }
+    let (scheme, rest) = uri.split_once(':')?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !scheme.eq_ignore_ascii_case("sip")
+        && !scheme.eq_ignore_ascii_case("sips");
+    (scheme_ok && !rest.is_empty()).then(|| Method::from(method))
 }
 
 /// Accessors shared by requests and responses.

@@ -201,7 +201,7 @@ impl Phone {
     }
 
     /// This phone's From tag.
-    pub fn from_tag(&self) -> &str {
+    pub fn local_tag(&self) -> &str {
         &self.from_tag
     }
 
