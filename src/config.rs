@@ -177,8 +177,6 @@ pub struct RoomConfig {
     pub id: String,
     /// argon2id hash of the room PIN.
     pub pin: PinHash,
-    /// Most members at once (0: no limit).
-    pub max_participants: usize,
 }
 
 // ---- raw file schema -------------------------------------------------------------
@@ -389,8 +387,6 @@ fn default_level() -> Spanned<String> {
 struct RawRoom {
     id: Spanned<String>,
     pin: Spanned<String>,
-    #[serde(default)]
-    max_participants: usize,
 }
 
 // ---- loading and validation ---------------------------------------------------------
@@ -528,11 +524,7 @@ impl Config {
                     "two rooms have the same PIN hash; every room needs its own PIN",
                 ));
             }
-            rooms.push(RoomConfig {
-                id,
-                pin,
-                max_participants: r.max_participants,
-            });
+            rooms.push(RoomConfig { id, pin });
         }
 
         let directory = {

@@ -200,3 +200,49 @@ fn a_phone_that_vanishes_is_removed_and_others_stay() {
     assert_eq!(a.hangup(), 200);
     rt.block_on(server.stop());
 }
+
+#[test]
+fn hold_by_reinvite_stops_our_sending_and_resume_restarts_it() {
+    let rt = runtime();
+    let config = test_config(&[("team", PIN)], "41400-41599", "");
+    let server = rt
+        .block_on(sotto::server::start(config, tone_prompts()))
+        .unwrap();
+    let bridge = server.sip_addr();
+    let mut a = Phone::new(bridge, 440.0);
+    let mut b = Phone::new(bridge, 620.0);
+    assert_eq!(a.call(), 200);
+    assert_eq!(b.call(), 200);
+    a.dial_digits(&format!("{PIN}#"));
+    b.dial_digits(&format!("{PIN}#"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        tone_share(&a.last_heard(1.0), 620.0, 8000.0) > 0.3,
+        "a does not hear b"
+    );
+
+    // b puts the bridge on hold: it only sends, so the bridge must stop sending to it.
+    assert_eq!(b.reinvite("sendonly"), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let held = b.received().len();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        b.received().len() - held < 400,
+        "the bridge kept sending to a member on hold"
+    );
+    // b's audio still reaches a.
+    assert!(
+        tone_share(&a.last_heard(0.8), 620.0, 8000.0) > 0.3,
+        "a lost b during the hold"
+    );
+
+    assert_eq!(b.reinvite("sendrecv"), 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        tone_share(&b.last_heard(0.6), 440.0, 8000.0) > 0.3,
+        "b does not hear a after resuming"
+    );
+    assert_eq!(a.hangup(), 200);
+    assert_eq!(b.hangup(), 200);
+    rt.block_on(server.stop());
+}

@@ -156,12 +156,27 @@ impl Phone {
         None
     }
 
+    fn offer(&self, direction: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
+            self.cseq,
+            self.rtp_addr.port()
+        )
+    }
+
+    /// Sends a re-INVITE with this direction (`sendonly` = hold); returns the final code.
+    pub fn reinvite(&mut self, direction: &str) -> u16 {
+        self.cseq += 1;
+        self.call_with(&self.offer(direction))
+    }
+
     /// Dials the bridge; returns the final status code.
     pub fn call(&mut self) -> u16 {
-        let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n",
-            self.rtp_addr.port()
-        );
+        let sdp = self.offer("sendrecv");
+        self.call_with(&sdp)
+    }
+
+    fn call_with(&mut self, sdp: &str) -> u16 {
         let branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
         let msg = format!(
             "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
@@ -178,6 +193,9 @@ impl Phone {
             }
             if r.code >= 300 {
                 return r.code;
+            }
+            if r.cseq().map(|c| c.cseq) != Ok(self.cseq) {
+                continue;
             }
             self.to_tag = r.to().ok().and_then(|t| t.tag).map(|t| t.to_string());
             let answer = sotto::sip::sdp::SessionDescription::parse(&r.body).expect("answer SDP");
