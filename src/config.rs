@@ -60,8 +60,26 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// Privacy protections.
+    pub privacy: PrivacyConfig,
     /// Conference rooms.
     pub rooms: Vec<RoomConfig>,
+}
+
+/// Where aggregate metrics are served.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// HTTP listen address for `GET /metrics`; `None` turns the endpoint off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Privacy protections.
+#[derive(Debug, Clone)]
+pub struct PrivacyConfig {
+    /// Start even where the kernel has no Landlock (loudly warned). Default false.
+    pub allow_unsandboxed: bool,
 }
 
 /// SIP listeners and transaction settings.
@@ -196,6 +214,10 @@ struct RawConfig {
     prompts: RawPrompts,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    privacy: RawPrivacy,
     #[serde(default, rename = "room")]
     rooms: Vec<RawRoom>,
 }
@@ -384,6 +406,33 @@ fn default_level() -> Spanned<String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// "" turns the endpoint off.
+    #[serde(default = "default_metrics_listen")]
+    listen: Spanned<String>,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9464".to_string())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrivacy {
+    #[serde(default)]
+    allow_unsandboxed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRoom {
     id: Spanned<String>,
     pin: Spanned<String>,
@@ -527,6 +576,15 @@ impl Config {
             rooms.push(RoomConfig { id, pin });
         }
 
+        let metrics_listen = match raw.metrics.listen.get_ref().trim() {
+            "" => None,
+            _ => Some(v.parse::<SocketAddr>(
+                &raw.metrics.listen,
+                "metrics.listen",
+                "an address like 127.0.0.1:9464, or \"\" to turn metrics off",
+            )?),
+        };
+
         let directory = {
             let d = PathBuf::from(&raw.prompts.directory);
             if d.is_absolute() {
@@ -566,6 +624,12 @@ impl Config {
                 directory,
             },
             log: LogConfig { level },
+            metrics: MetricsConfig {
+                listen: metrics_listen,
+            },
+            privacy: PrivacyConfig {
+                allow_unsandboxed: raw.privacy.allow_unsandboxed,
+            },
             rooms,
         })
     }

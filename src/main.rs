@@ -2,10 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use sotto::config::Config;
+use sotto::metrics::Metrics;
+use sotto::privacy::sandbox::{lock_down, SandboxOptions};
 use sotto::room::pin::hash_pin;
 use sotto::room::prompts::Prompts;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const USAGE: &str = "\
 usage:
@@ -85,13 +88,28 @@ fn run(config_path: PathBuf) -> Result<()> {
         .init();
     let prompts = Prompts::load(&config.prompts.directory, config.prompts.language.code())
         .context("loading prompts")?;
+
+    // Everything the process will ever open is open now: lock down before any thread
+    // starts, so every thread inherits the sandbox.
+    let listeners = sotto::server::bind(&config)?;
+    let report = lock_down(&SandboxOptions {
+        allow_unsandboxed: config.privacy.allow_unsandboxed,
+    })
+    .context("installing the sandbox (set privacy.allow_unsandboxed = true to run without)")?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!("{}", report.summary());
+    let metrics = Arc::new(Metrics::new());
+    metrics.sandbox_active.set(i64::from(report.is_active()));
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let server = sotto::server::start(config, prompts).await?;
+        let server = sotto::server::start_with(config, prompts, listeners, metrics).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{test_config, tone_prompts, tone_share, Phone};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PIN: &str = "27182818";
@@ -19,36 +18,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Log output of the whole test binary, at the most verbose level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Captured {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .without_time()
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test binary");
-    captured
-}
-
 #[test]
 fn three_phones_hear_each_other_and_a_wrong_pin_is_refused() {
-    let logs = capture_logs();
     let rt = runtime();
     let config = test_config(&[("other", "11223344"), ("team", PIN)], "41000-41199", "");
     let server = rt
@@ -142,31 +113,6 @@ fn three_phones_hear_each_other_and_a_wrong_pin_is_refused() {
         assert_eq!(p.hangup(), 200);
     }
     rt.block_on(server.stop());
-
-    // Privacy: nothing a caller sent or is reached at appears in the logs.
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains("caller admitted"),
-        "logging was not captured: {text}"
-    );
-    let mut secrets = vec![
-        PIN.to_string(),
-        "11112222".into(),
-        "Test Phone".into(),
-        "phone@".into(),
-        "127.0.0.1".into(),
-        "team".into(),
-    ];
-    for p in phones.iter().chain([&intruder]) {
-        secrets.push(p.call_id().to_string());
-        secrets.push(p.local_tag().to_string());
-    }
-    for s in &secrets {
-        assert!(
-            !text.contains(s.as_str()),
-            "log output contains caller data {s:?}"
-        );
-    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use crate::conference::{
     Conference, ConferenceEvent, ConferenceSettings, MediaParams, Member, RoomKey, RtpSeed,
 };
+use crate::metrics::Metrics;
 use crate::redact::CallToken;
 use crate::room::prompts::Prompts;
 use std::collections::HashSet;
@@ -112,6 +113,7 @@ impl ShardHandle {
         settings: ConferenceSettings,
         prompts: Arc<Prompts>,
         events: UnboundedSender<ConferenceEvent>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let members = Arc::new(AtomicUsize::new(0));
@@ -121,7 +123,7 @@ impl ShardHandle {
             .name(format!("mixer-{index}"))
             .spawn(move || {
                 let conference = Conference::new(settings, prompts);
-                run(conference, rx, events, m, r);
+                run(conference, rx, events, m, r, metrics);
             })?;
         Ok(ShardHandle {
             commands: tx,
@@ -164,7 +166,9 @@ fn run(
     events: UnboundedSender<ConferenceEvent>,
     members: Arc<AtomicUsize>,
     rooms: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 ) {
+    let mut published = conf.counters();
     let mut sockets: Vec<Option<UdpSocket>> = Vec::new();
     let mut tombstones: HashSet<CallToken> = HashSet::new();
     let mut buf = vec![0u8; 2048];
@@ -261,6 +265,13 @@ fn run(
         while let Some(ev) = conf.poll_event() {
             let _ = events.send(ev);
         }
+        let c = conf.counters();
+        if c.foreign_source != published.foreign_source {
+            metrics
+                .rtp_foreign_source
+                .inc_by(c.foreign_source - published.foreign_source);
+        }
+        published = c;
         members.store(conf.members(), Ordering::Relaxed);
         rooms.store(conf.rooms(), Ordering::Relaxed);
 

@@ -2,5 +2,6 @@
 //! feeds a sans-IO core and sends what it returns.
 
 pub mod media;
+pub mod metrics_http;
 pub mod rtp_ports;
 pub mod signalling;

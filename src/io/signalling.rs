@@ -10,6 +10,7 @@ use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, Rtp
 use crate::config::Config;
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
+use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
 use crate::room::pin::PinIndex;
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
@@ -38,6 +39,15 @@ struct CallEntry {
     sdp_version: u64,
     room: Option<RoomKey>,
     verifying: bool,
+    /// When the call was answered: held in memory for the duration histogram only.
+    answered: Instant,
+}
+
+/// Members per room as signalling sees them, for the aggregate gauges.
+#[derive(Default)]
+struct RoomCount {
+    members: usize,
+    peak: usize,
 }
 
 /// Aggregate call counters (no per-call data).
@@ -64,6 +74,9 @@ pub struct Signalling {
     pins: Arc<PinIndex>,
     pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
     counters: CallCounters,
+    metrics: Arc<Metrics>,
+    rooms: HashMap<RoomKey, RoomCount>,
+    published: crate::sip::endpoint::Counters,
 }
 
 impl Signalling {
@@ -74,6 +87,7 @@ impl Signalling {
         socket: Arc<UdpSocket>,
         shards: Vec<ShardHandle>,
         pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
+        metrics: Arc<Metrics>,
     ) -> Signalling {
         let pins = Arc::new(PinIndex::new(config.rooms.iter().map(|r| &r.pin)));
         let ports = PortPool::new(
@@ -91,6 +105,9 @@ impl Signalling {
             pins,
             pin_tx,
             counters: CallCounters::default(),
+            metrics,
+            rooms: HashMap::new(),
+            published: Default::default(),
         }
     }
 
@@ -162,6 +179,21 @@ impl Signalling {
                 break;
             }
         }
+        self.publish_sip_counters();
+    }
+
+    fn publish_sip_counters(&mut self) {
+        let now = self.endpoint.counters();
+        let then = self.published;
+        let m = &self.metrics;
+        m.dropped(DropReason::Malformed, now.malformed - then.malformed);
+        m.dropped(DropReason::BadRequest, now.bad_requests - then.bad_requests);
+        m.dropped(DropReason::Overload, now.overloaded - then.overloaded);
+        m.dropped(
+            DropReason::StrayResponse,
+            now.stray_responses - then.stray_responses,
+        );
+        self.published = now;
     }
 
     fn on_endpoint_event(&mut self, ev: Event) {
@@ -221,10 +253,13 @@ impl Signalling {
             Err(e) => {
                 tracing::info!(%call, reason = %e, "call refused: SDP not acceptable");
                 self.counters.rejected += 1;
-                let code = match e {
-                    SdpError::NoCommonCodec | SdpError::NoConnection => 488,
-                    _ => 400,
+                let (code, reason) = match e {
+                    SdpError::NoCommonCodec | SdpError::NoConnection => {
+                        (488, RejectReason::NoCodec)
+                    }
+                    _ => (400, RejectReason::BadSdp),
                 };
+                self.metrics.reject(reason);
                 self.endpoint.reject(now, call, code, Some(&e.to_string()));
                 return;
             }
@@ -234,6 +269,7 @@ impl Signalling {
             Err(_) => {
                 tracing::warn!(%call, "call refused: RTP port range exhausted");
                 self.counters.rejected += 1;
+                self.metrics.reject(RejectReason::NoPort);
                 self.endpoint
                     .reject(now, call, 503, Some("no media port free"));
                 return;
@@ -273,9 +309,18 @@ impl Signalling {
                 sdp_version: 1,
                 room: None,
                 verifying: false,
+                answered: now,
             },
         );
         self.counters.calls += 1;
+        self.metrics.calls.inc();
+        self.metrics.active_calls.inc();
+        self.metrics
+            .media_security
+            .get_or_create(&SecurityLabels {
+                mode: SecurityMode::Plain,
+            })
+            .inc();
         tracing::info!(%call, codec = ?n.codec, "call answered");
         self.endpoint.accept(now, call, &answer);
     }
@@ -324,7 +369,25 @@ impl Signalling {
         if let Some(entry) = self.calls.remove(&call) {
             self.shards[entry.shard].send(ShardCommand::Remove { call });
             self.ports.release(entry.port);
+            self.metrics.active_calls.dec();
+            self.metrics
+                .call_duration
+                .observe(entry.answered.elapsed().as_secs_f64());
+            if let Some(room) = entry.room {
+                self.leave_room(room);
+            }
         }
+    }
+
+    fn leave_room(&mut self, room: RoomKey) {
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.members = r.members.saturating_sub(1);
+            if r.members == 0 {
+                self.metrics.room_size.observe(r.peak as f64);
+                self.rooms.remove(&room);
+            }
+        }
+        self.metrics.active_rooms.set(self.rooms.len() as i64);
     }
 
     fn on_shard_event(&mut self, ev: ConferenceEvent) {
@@ -365,12 +428,17 @@ impl Signalling {
         match room {
             None => {
                 self.counters.pin_failures += 1;
+                self.metrics.pin_failures.inc();
                 tracing::info!(%call, "wrong PIN");
                 self.shards[entry.shard].send(ShardCommand::PinResult { call, ok: false });
             }
             Some(room) => {
                 self.counters.admitted += 1;
                 entry.room = Some(room);
+                let r = self.rooms.entry(room).or_default();
+                r.members += 1;
+                r.peak = r.peak.max(r.members);
+                self.metrics.active_rooms.set(self.rooms.len() as i64);
                 // Every member of a room lives in the room's home shard, so its mix
                 // is one loop over local memory.
                 let home = room % shards;

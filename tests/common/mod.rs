@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Config text for an in-process bridge: loopback, port 0, given rooms.
 pub fn test_config(rooms: &[(&str, &str)], rtp_ports: &str, extra: &str) -> sotto::config::Config {
     let mut text = format!(
-        "[sip]\nudp = [\"127.0.0.1:0\"]\n[media]\nrtp_ports = \"{rtp_ports}\"\n{extra}\n[mixer]\nshards = 2\n"
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n[metrics]\nlisten = \"127.0.0.1:0\"\n[mixer]\nshards = 2\n[media]\nrtp_ports = \"{rtp_ports}\"\n{extra}\n"
     );
     for (i, (id, pin)) in rooms.iter().enumerate() {
         let hash = sotto::room::pin::cheap_hash_for_tests(pin, format!("salt-{i}-salt").as_bytes());
@@ -81,8 +81,33 @@ struct MediaShared {
     silent: bool,
 }
 
+/// What a phone tells the bridge about its user.
+#[derive(Clone)]
+pub struct Identity {
+    /// From display name.
+    pub display_name: String,
+    /// From/Contact user part (the caller ID).
+    pub user: String,
+    /// User-Agent header.
+    pub user_agent: String,
+    /// Request-URI user part.
+    pub request_user: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            display_name: "Test Phone".into(),
+            user: "phone".into(),
+            user_agent: "sotto-testkit".into(),
+            request_user: "conference".into(),
+        }
+    }
+}
+
 /// A SIP phone on loopback.
 pub struct Phone {
+    identity: Identity,
     pub sip: UdpSocket,
     bridge: SocketAddr,
     call_id: String,
@@ -98,10 +123,15 @@ pub struct Phone {
 impl Phone {
     /// A phone that will play `tone_hz` once in the room (0: silence).
     pub fn new(bridge: SocketAddr, tone_hz: f64) -> Phone {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Phone::new_at(bridge, tone_hz, "127.0.0.1")
+    }
+
+    /// A phone on a given loopback address (127.0.0.0/8), so tests can use many sources.
+    pub fn new_at(bridge: SocketAddr, tone_hz: f64, ip: &str) -> Phone {
+        let sip = UdpSocket::bind((ip, 0)).unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = UdpSocket::bind((ip, 0)).unwrap();
         rtp.set_nonblocking(true).unwrap();
         let rtp_addr = rtp.local_addr().unwrap();
         let media = Arc::new(Mutex::new(MediaShared::default()));
@@ -112,6 +142,7 @@ impl Phone {
             std::thread::spawn(move || media_loop(rtp, media, stop, tone_hz))
         };
         Phone {
+            identity: Identity::default(),
             sip,
             bridge,
             call_id: format!("{:016x}@test", rand::random::<u64>()),
@@ -136,12 +167,21 @@ impl Phone {
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
         format!(
-            "{method} sip:conference@{b} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: \"Test Phone\" <sip:phone@{l}>;tag={ft}\r\nTo: <sip:conference@{b}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:phone@{l}>\r\n",
+            "{method} sip:{room}@{b} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: \"{name}\" <sip:{user}@{l}>;tag={ft}\r\nTo: <sip:{room}@{b}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{l}>\r\nUser-Agent: {ua}\r\n",
             b = self.bridge,
             l = self.local(),
             ft = self.from_tag,
             cid = self.call_id,
+            name = self.identity.display_name,
+            user = self.identity.user,
+            ua = self.identity.user_agent,
+            room = self.identity.request_user,
         )
+    }
+
+    /// Sets what this phone says about itself (for privacy tests).
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.identity = identity;
     }
 
     fn recv(&self, deadline: Instant) -> Option<Message> {
@@ -158,9 +198,10 @@ impl Phone {
 
     fn offer(&self, direction: &str) -> String {
         format!(
-            "v=0\r\no=- 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
+            "v=0\r\no=- 1 {} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
             self.cseq,
-            self.rtp_addr.port()
+            self.rtp_addr.port(),
+            ip = self.rtp_addr.ip()
         )
     }
 
