@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zeroize::Zeroize;
 
 /// Samples per 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
@@ -158,6 +159,21 @@ impl Member {
     pub fn token(&self) -> CallToken {
         self.token
     }
+
+    /// Wipes the per-tick audio (frames and the last packet) and the digit state.
+    fn wipe(&mut self) {
+        self.in_frame.zeroize();
+        self.out_frame.zeroize();
+        self.packet.zeroize();
+        self.dtmf.reset();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        // Audio is wiped when freed (architecture §5, invariant 5).
+        self.wipe();
+    }
 }
 
 impl std::fmt::Debug for Member {
@@ -181,6 +197,22 @@ struct Room {
     full_pcm: [i16; FRAME_SAMPLES],
     full_encoded: [[u8; FRAME_SAMPLES]; 2],
     encoded_ready: [bool; 2],
+}
+
+impl Room {
+    fn wipe(&mut self) {
+        self.full_pcm.zeroize();
+        self.full_encoded.zeroize();
+    }
+}
+
+impl Drop for Conference {
+    fn drop(&mut self) {
+        for r in self.rooms.values_mut() {
+            r.wipe();
+        }
+        self.decode.zeroize();
+    }
 }
 
 /// One shard's members and rooms.
@@ -298,6 +330,8 @@ impl Conference {
     /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
     pub fn remove(&mut self, call: CallToken) -> Option<usize> {
         let slot = self.by_token.remove(&call)?;
+        // Wipe in place first: moving the member out leaves its bytes in the slot.
+        self.slots.get_mut(slot)?.as_mut()?.wipe();
         let member = self.slots.get_mut(slot)?.take()?;
         if let Phase::Joined(room) = member.phase {
             self.leave_room(room, slot);
@@ -309,6 +343,9 @@ impl Conference {
     /// Takes a member out to move it to another shard.
     pub fn take(&mut self, call: CallToken) -> Option<(usize, Box<Member>)> {
         let slot = self.by_token.remove(&call)?;
+        // The frames are per tick and need not travel; wiping them first means the copy
+        // the move leaves in the slot holds no audio.
+        self.slots.get_mut(slot)?.as_mut()?.wipe();
         let member = self.slots.get_mut(slot)?.take()?;
         if let Phase::Joined(room) = member.phase {
             self.leave_room(room, slot);
@@ -329,6 +366,7 @@ impl Conference {
         if let Some(r) = self.rooms.get_mut(&room) {
             r.members.retain(|&s| s != slot);
             if r.members.is_empty() {
+                r.wipe();
                 self.rooms.remove(&room);
             }
         }
