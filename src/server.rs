@@ -168,6 +168,8 @@ pub async fn start_with(
             max_headers: config.sip.max_headers,
         },
         max_transactions: 20_000,
+        local_tcp: None,
+        local_tls: None,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let signalling = Signalling::new(

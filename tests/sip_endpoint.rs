@@ -75,6 +75,8 @@ impl Bench {
             timers: Timers::default(),
             limits: Limits::default(),
             max_transactions,
+            local_tcp: None,
+            local_tls: None,
         });
         #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
         let t0 = Instant::now();

@@ -1,6 +1,7 @@
 //! SIP dialogs on the UAS side (RFC 3261 §12): identity, route set, CSeq and the BYE we send.
 
 use super::message::{random_token, HeaderAccess, HeaderMissing, Request};
+use super::transport::{ConnectionId, Flow};
 use crate::redact::CallToken;
 use ezk_sip_types::Name;
 use std::fmt::Write as _;
@@ -51,8 +52,9 @@ pub struct Dialog {
     pub remote_cseq: u32,
     /// Our CSeq for requests we send.
     local_cseq: u32,
-    /// Where the INVITE came from: our requests go back there unless a route says otherwise.
-    pub peer: SocketAddr,
+    /// How the INVITE came: our requests go back the same way (same connection on a
+    /// stream) unless a route says otherwise.
+    pub flow: Flow,
     /// o= session id of our SDP.
     pub sdp_session: u64,
     /// o= version of our SDP.
@@ -64,8 +66,9 @@ impl Dialog {
     pub fn from_invite(
         token: CallToken,
         req: &Request,
-        source: SocketAddr,
+        flow: Flow,
     ) -> Result<Dialog, HeaderMissing> {
+        let source = flow.remote;
         let call_id = req.call_id()?.to_string();
         let from = req.from()?;
         let remote_tag = from.tag.as_ref().map(|t| t.to_string()).unwrap_or_default();
@@ -112,15 +115,19 @@ impl Dialog {
             first_hop,
             remote_cseq: cseq,
             local_cseq: rand::random::<u16>() as u32 + 1,
-            peer: source,
+            flow,
             sdp_session: rand::random::<u32>() as u64,
             sdp_version: 1,
         })
     }
 
-    /// Where requests inside this dialog are sent.
-    pub fn next_hop(&self) -> SocketAddr {
-        self.first_hop.unwrap_or(self.peer)
+    /// Where requests inside this dialog are sent: on a stream, the connection the call
+    /// came on (a sips call never leaves TLS); over UDP, the first route or the source.
+    pub fn next_hop(&self) -> (SocketAddr, Option<ConnectionId>) {
+        match self.flow.connection {
+            Some(c) => (self.flow.remote, Some(c)),
+            None => (self.first_hop.unwrap_or(self.flow.remote), None),
+        }
     }
 
     /// Builds a BYE for this dialog (RFC 3261 §15.1.1); returns its branch and bytes.
@@ -129,7 +136,11 @@ impl Dialog {
         let branch = format!("z9hG4bK{}", random_token());
         let mut s = String::with_capacity(512);
         let _ = write!(s, "BYE {} SIP/2.0\r\n", self.remote_target);
-        let _ = write!(s, "Via: SIP/2.0/UDP {local};branch={branch};rport\r\n");
+        let _ = write!(
+            s,
+            "Via: SIP/2.0/{} {local};branch={branch};rport\r\n",
+            self.flow.transport.via_name()
+        );
         s.push_str("Max-Forwards: 70\r\n");
         for r in &self.route_set {
             let _ = write!(s, "Route: {r}\r\n");

@@ -3,7 +3,7 @@
 //! Drive it like this:
 //!
 //! ```text
-//! endpoint.handle_datagram(now, source, bytes);    // for each datagram
+//! endpoint.handle_datagram(now, flow, bytes);    // for each datagram
 //! endpoint.handle_timeout(now);                     // when poll_timeout() has passed
 //! while let Some(t) = endpoint.poll_transmit() { socket.send_to(&t.bytes, t.dest) }
 //! while let Some(e) = endpoint.poll_event() { ... accept()/reject()/hangup() ... }
@@ -22,6 +22,7 @@ use super::transaction::{
     InviteServer, InviteServerEvent, InviteServerState, NonInviteClient, NonInviteClientEvent,
     NonInviteServer, Timers, Transmit,
 };
+use super::transport::{Flow, Transport};
 use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
@@ -43,8 +44,12 @@ type MergeKey = (String, String, u32);
 /// Settings of the endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
-    /// Our SIP address (Via of requests we send, Contact).
+    /// Our SIP address over UDP (Via of requests we send, Contact).
     pub local: SocketAddr,
+    /// Our SIP address over TCP, if we listen there.
+    pub local_tcp: Option<SocketAddr>,
+    /// Our SIP address over TLS, if we listen there.
+    pub local_tls: Option<SocketAddr>,
     /// RFC 3261 timers.
     pub timers: Timers,
     /// Message limits.
@@ -149,7 +154,7 @@ struct InviteEntry {
     tx: InviteServer,
     call: CallToken,
     request: Request,
-    source: SocketAddr,
+    flow: Flow,
     /// CSeq number of the INVITE: the ACK of its 2xx carries the same (RFC 3261 §13.2.2.4).
     cseq: u32,
     /// Set for initial INVITEs, so that a merged copy can be recognised.
@@ -194,6 +199,24 @@ impl Endpoint {
         }
     }
 
+    /// Our address on `transport` (for Via and Contact).
+    fn local(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.cfg.local,
+            Transport::Tcp => self.cfg.local_tcp.unwrap_or(self.cfg.local),
+            Transport::Tls => self.cfg.local_tls.unwrap_or(self.cfg.local),
+        }
+    }
+
+    fn new_invite_server(&self, req: &Request, flow: Flow) -> InviteServer {
+        let dest = match req.top_via() {
+            Ok(via) => response_destination(&via, flow.remote, flow.transport),
+            Err(_) => flow.remote,
+        };
+        InviteServer::new(dest, flow.transport.is_reliable(), self.cfg.timers)
+            .with_connection(flow.connection)
+    }
+
     /// Aggregate counters.
     pub fn counters(&self) -> Counters {
         self.counters
@@ -230,47 +253,48 @@ impl Endpoint {
         [a, b, c].into_iter().flatten().min()
     }
 
-    /// Feeds one received datagram.
+    /// Feeds one received UDP datagram.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Bytes) {
+        self.handle_message(now, Flow::udp(source), data);
+    }
+
+    /// Feeds one complete message from any transport (streams frame it first, see
+    /// [`super::framing`]).
+    pub fn handle_message(&mut self, now: Instant, flow: Flow, data: Bytes) {
         // The parser is a third-party crate: a panic inside it must cost one message,
         // not the process (and not the calls that are up).
         let limits = self.cfg.limits;
         let parsed = std::panic::catch_unwind(move || parse(data, &limits))
             .unwrap_or(Err(ParseError::BadStartLine));
         match parsed {
-            Ok(Message::Request(req)) => self.handle_request(now, source, req),
+            Ok(Message::Request(req)) => self.handle_request(now, flow, req),
             Ok(Message::Response(resp)) => self.handle_response(now, resp),
             Err(ParseError::KeepAlive) => {}
             Err(_) => self.counters.malformed += 1,
         }
     }
 
-    fn respond_stateless(
-        &mut self,
-        req: &Request,
-        source: SocketAddr,
-        code: u16,
-        extra: &[(&str, &str)],
-    ) {
+    fn respond_stateless(&mut self, req: &Request, flow: Flow, code: u16, extra: &[(&str, &str)]) {
         let Ok(via) = req.top_via() else { return };
         if let Ok(bytes) = build_response(
             req,
-            source,
+            flow.remote,
             code,
             Some(&super::message::random_token()),
             extra,
             None,
         ) {
             self.transmits.push_back(Transmit {
-                dest: response_destination(&via, source),
+                dest: response_destination(&via, flow.remote, flow.transport),
+                connection: flow.connection,
                 bytes: Bytes::from(bytes),
             });
         }
     }
 
-    fn handle_request(&mut self, now: Instant, source: SocketAddr, req: Request) {
+    fn handle_request(&mut self, now: Instant, flow: Flow, req: Request) {
         // Without a Via there is nowhere to send a response: drop.
-        let Ok(via) = req.top_via() else {
+        let Ok(_) = req.top_via() else {
             self.counters.malformed += 1;
             return;
         };
@@ -278,7 +302,6 @@ impl Endpoint {
             self.counters.malformed += 1;
             return;
         }
-        let dest = response_destination(&via, source);
         let method = req.method.clone();
         let is_ack = method == Method::ACK;
 
@@ -290,14 +313,14 @@ impl Endpoint {
         if !mandatory_ok {
             self.counters.bad_requests += 1;
             if !is_ack {
-                self.respond_stateless(&req, source, 400, &[]);
+                self.respond_stateless(&req, flow, 400, &[]);
             }
             return;
         }
         if req.max_forwards().is_err() {
             self.counters.bad_requests += 1;
             if !is_ack {
-                self.respond_stateless(&req, source, 400, &[]);
+                self.respond_stateless(&req, flow, 400, &[]);
             }
             return;
         }
@@ -342,24 +365,37 @@ impl Endpoint {
             || (method == Method::INVITE && self.dialogs.len() >= self.cfg.max_transactions);
         if in_dialog.is_none() && !cancels_ours && full {
             self.counters.overloaded += 1;
-            self.respond_stateless(&req, source, 503, &[("Retry-After", "5")]);
+            self.respond_stateless(&req, flow, 503, &[("Retry-After", "5")]);
             return;
         }
 
         // RFC 3261 §16.3 step 3 is a proxy's job, but a UAS seeing 0 knows a loop or a
         // misconfigured hop; answer as the issue asks.
         if req.max_forwards() == Ok(Some(0)) {
-            self.non_invite_response(now, key, &req, source, 483, &[]);
+            self.non_invite_response(now, key, &req, flow, 483, &[]);
+            return;
+        }
+
+        if req.uri.as_ref().is_some_and(|u| u.sips) && flow.transport != Transport::Tls {
+            // RFC 5630: a sips URI means TLS on every hop; one that arrived in the clear
+            // is refused rather than served over a weaker transport.
+            let warning = [("Warning", "399 sotto \"sips: needs TLS\"")];
+            if method == Method::INVITE {
+                let tx = self.new_invite_server(&req, flow);
+                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 416, &warning);
+            } else {
+                self.non_invite_response(now, key, &req, flow, 416, &warning);
+            }
             return;
         }
 
         if req.uri.is_none() {
             // RFC 3261 §8.2.2.1: a URI scheme we do not serve.
             if method == Method::INVITE {
-                let tx = InviteServer::new(dest, false, self.cfg.timers);
-                self.reject_new(now, tx, key, CallToken::random(), &req, source, 416, &[]);
+                let tx = self.new_invite_server(&req, flow);
+                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 416, &[]);
             } else {
-                self.non_invite_response(now, key, &req, source, 416, &[]);
+                self.non_invite_response(now, key, &req, flow, 416, &[]);
             }
             return;
         }
@@ -370,7 +406,7 @@ impl Endpoint {
                     now,
                     key,
                     &req,
-                    source,
+                    flow,
                     420,
                     &[("Unsupported", &unsupported)],
                 );
@@ -381,7 +417,7 @@ impl Endpoint {
                 let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
                 if let Some(d) = self.dialogs.get_mut(&call) {
                     if cseq < d.remote_cseq {
-                        self.non_invite_response(now, key, &req, source, 500, &[]);
+                        self.non_invite_response(now, key, &req, flow, 500, &[]);
                         return;
                     }
                     d.remote_cseq = cseq;
@@ -390,9 +426,9 @@ impl Endpoint {
         }
 
         match method {
-            Method::INVITE => self.handle_invite(now, source, dest, key, req),
-            Method::CANCEL => self.handle_cancel(now, source, key, req),
-            Method::BYE => self.handle_bye(now, source, key, req),
+            Method::INVITE => self.handle_invite(now, flow, key, req),
+            Method::CANCEL => self.handle_cancel(now, flow, key, req),
+            Method::BYE => self.handle_bye(now, flow, key, req),
             Method::OPTIONS => {
                 let extra = [
                     ("Allow", ALLOW),
@@ -400,12 +436,12 @@ impl Endpoint {
                     ("Supported", ""),
                     ("Accept-Language", "de, en"),
                 ];
-                self.non_invite_response(now, key, &req, source, 200, &extra);
+                self.non_invite_response(now, key, &req, flow, 200, &extra);
             }
             m if is_known_method(&m) => {
-                self.non_invite_response(now, key, &req, source, 405, &[("Allow", ALLOW)]);
+                self.non_invite_response(now, key, &req, flow, 405, &[("Allow", ALLOW)]);
             }
-            _ => self.non_invite_response(now, key, &req, source, 501, &[("Allow", ALLOW)]),
+            _ => self.non_invite_response(now, key, &req, flow, 501, &[("Allow", ALLOW)]),
         }
     }
 
@@ -414,11 +450,11 @@ impl Endpoint {
         now: Instant,
         key: TxKey,
         req: &Request,
-        source: SocketAddr,
+        flow: Flow,
         code: u16,
         extra: &[(&str, &str)],
     ) {
-        self.non_invite_response_tagged(now, key, req, source, code, extra, None);
+        self.non_invite_response_tagged(now, key, req, flow, code, extra, None);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,20 +463,21 @@ impl Endpoint {
         now: Instant,
         key: TxKey,
         req: &Request,
-        source: SocketAddr,
+        flow: Flow,
         code: u16,
         extra: &[(&str, &str)],
         tag: Option<String>,
     ) {
         let Ok(via) = req.top_via() else { return };
-        let dest = response_destination(&via, source);
+        let dest = response_destination(&via, flow.remote, flow.transport);
         let to_tag = tag
             .or_else(|| self.dialog_of(req).map(|d| d.key.local_tag.clone()))
             .unwrap_or_else(super::message::random_token);
-        let Ok(bytes) = build_response(req, source, code, Some(&to_tag), extra, None) else {
+        let Ok(bytes) = build_response(req, flow.remote, code, Some(&to_tag), extra, None) else {
             return;
         };
-        let mut tx = NonInviteServer::new(dest, false, self.cfg.timers);
+        let mut tx = NonInviteServer::new(dest, flow.transport.is_reliable(), self.cfg.timers)
+            .with_connection(flow.connection);
         if let Some(t) = tx.send(now, code, Bytes::from(bytes)) {
             self.transmits.push_back(t);
         }
@@ -467,21 +504,14 @@ impl Endpoint {
         self.by_key.get(&key).and_then(|t| self.dialogs.get(t))
     }
 
-    fn handle_invite(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        dest: SocketAddr,
-        key: TxKey,
-        req: Request,
-    ) {
+    fn handle_invite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         let has_to_tag = req.to().map(|t| t.tag.is_some()).unwrap_or(false);
         if has_to_tag {
-            self.handle_reinvite(now, source, dest, key, req);
+            self.handle_reinvite(now, flow, key, req);
             return;
         }
 
-        let mut tx = InviteServer::new(dest, false, self.cfg.timers);
+        let mut tx = self.new_invite_server(&req, flow);
         let call = CallToken::random();
 
         // Extensions we do not support (RFC 3261 §8.2.2.3).
@@ -492,7 +522,7 @@ impl Endpoint {
                 key,
                 call,
                 &req,
-                source,
+                flow,
                 420,
                 &[("Unsupported", &list)],
             );
@@ -511,7 +541,7 @@ impl Endpoint {
             .as_ref()
             .is_some_and(|k| self.merged.contains_key(k))
         {
-            self.reject_new(now, tx, key, call, &req, source, 482, &[]);
+            self.reject_new(now, tx, key, call, &req, flow, 482, &[]);
             return;
         }
         let content_type = req.raw(&Name::CONTENT_TYPE).map(|c| {
@@ -529,7 +559,7 @@ impl Endpoint {
                 key,
                 call,
                 &req,
-                source,
+                flow,
                 488,
                 &[("Warning", "399 sotto \"SDP offer required\"")],
             );
@@ -542,22 +572,22 @@ impl Endpoint {
                 key,
                 call,
                 &req,
-                source,
+                flow,
                 415,
                 &[("Accept", "application/sdp")],
             );
             return;
         }
 
-        let dialog = match Dialog::from_invite(call, &req, source) {
+        let dialog = match Dialog::from_invite(call, &req, flow) {
             Ok(d) => d,
             Err(_) => {
                 self.counters.bad_requests += 1;
-                self.reject_new(now, tx, key, call, &req, source, 400, &[]);
+                self.reject_new(now, tx, key, call, &req, flow, 400, &[]);
                 return;
             }
         };
-        if let Ok(trying) = build_response(&req, source, 100, None, &[], None) {
+        if let Ok(trying) = build_response(&req, flow.remote, 100, None, &[], None) {
             if let Some(t) = tx.send_provisional(Bytes::from(trying)) {
                 self.transmits.push_back(t);
             }
@@ -581,7 +611,7 @@ impl Endpoint {
                 tx,
                 call,
                 request: req,
-                source,
+                flow,
                 cseq,
                 merge_key,
             },
@@ -601,12 +631,12 @@ impl Endpoint {
         key: TxKey,
         call: CallToken,
         req: &Request,
-        source: SocketAddr,
+        flow: Flow,
         code: u16,
         extra: &[(&str, &str)],
     ) {
         let tag = super::message::random_token();
-        if let Ok(bytes) = build_response(req, source, code, Some(&tag), extra, None) {
+        if let Ok(bytes) = build_response(req, flow.remote, code, Some(&tag), extra, None) {
             if let Some(t) = tx.send_final(now, code, Bytes::from(bytes)) {
                 self.transmits.push_back(t);
             }
@@ -617,25 +647,18 @@ impl Endpoint {
                 tx,
                 call,
                 request: req.clone(),
-                source,
+                flow,
                 cseq: req.cseq().map(|c| c.cseq).unwrap_or(0),
                 merge_key: None,
             },
         );
     }
 
-    fn handle_reinvite(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        dest: SocketAddr,
-        key: TxKey,
-        req: Request,
-    ) {
+    fn handle_reinvite(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         let Some(call) = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied())
         else {
-            let tx = InviteServer::new(dest, false, self.cfg.timers);
-            self.reject_new(now, tx, key, CallToken::random(), &req, source, 481, &[]);
+            let tx = self.new_invite_server(&req, flow);
+            self.reject_new(now, tx, key, CallToken::random(), &req, flow, 481, &[]);
             return;
         };
         let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
@@ -644,26 +667,17 @@ impl Endpoint {
             .get(&call)
             .and_then(|k| self.invites.get(k))
             .is_some_and(|e| e.tx.state() == InviteServerState::Proceeding);
+        let tx = self.new_invite_server(&req, flow);
         let Some(dialog) = self.dialogs.get_mut(&call) else {
             return;
         };
-        let tx = InviteServer::new(dest, false, self.cfg.timers);
         if pending {
             // RFC 3261 §14.2: a second INVITE while one is pending gets 500 + Retry-After.
-            self.reject_new(
-                now,
-                tx,
-                key,
-                call,
-                &req,
-                source,
-                500,
-                &[("Retry-After", "2")],
-            );
+            self.reject_new(now, tx, key, call, &req, flow, 500, &[("Retry-After", "2")]);
             return;
         }
         if cseq <= dialog.remote_cseq {
-            self.reject_new(now, tx, key, call, &req, source, 500, &[]);
+            self.reject_new(now, tx, key, call, &req, flow, 500, &[]);
             return;
         }
         dialog.remote_cseq = cseq;
@@ -675,7 +689,7 @@ impl Endpoint {
                 tx,
                 call,
                 request: req,
-                source,
+                flow,
                 cseq,
                 merge_key: None,
             },
@@ -718,13 +732,13 @@ impl Endpoint {
         }
     }
 
-    fn handle_cancel(&mut self, now: Instant, source: SocketAddr, key: TxKey, req: Request) {
+    fn handle_cancel(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         let invite_key = TxKey {
             method: Method::INVITE.to_string(),
             ..key.clone()
         };
         let Some(entry) = self.invites.get_mut(&invite_key) else {
-            self.non_invite_response(now, key, &req, source, 481, &[]);
+            self.non_invite_response(now, key, &req, flow, 481, &[]);
             return;
         };
         let call = entry.call;
@@ -735,15 +749,20 @@ impl Endpoint {
             .get(&call)
             .is_some_and(|d| d.state == DialogState::Early);
         // RFC 3261 §9.2: the 200 to the CANCEL carries the To tag the 487 will carry.
-        self.non_invite_response_tagged(now, key, &req, source, 200, &[], tag.clone());
+        self.non_invite_response_tagged(now, key, &req, flow, 200, &[], tag.clone());
         if !proceeding {
             // Already answered: the CANCEL has no effect (RFC 3261 §9.2).
             return;
         }
         if let Some(entry) = self.invites.get_mut(&invite_key) {
-            if let Ok(bytes) =
-                build_response(&entry.request, entry.source, 487, tag.as_deref(), &[], None)
-            {
+            if let Ok(bytes) = build_response(
+                &entry.request,
+                entry.flow.remote,
+                487,
+                tag.as_deref(),
+                &[],
+                None,
+            ) {
                 if let Some(t) = entry.tx.send_final(now, 487, Bytes::from(bytes)) {
                     self.transmits.push_back(t);
                 }
@@ -755,13 +774,13 @@ impl Endpoint {
         }
     }
 
-    fn handle_bye(&mut self, now: Instant, source: SocketAddr, key: TxKey, req: Request) {
+    fn handle_bye(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
         let call = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied());
         let Some(call) = call else {
-            self.non_invite_response(now, key, &req, source, 481, &[]);
+            self.non_invite_response(now, key, &req, flow, 481, &[]);
             return;
         };
-        self.non_invite_response(now, key, &req, source, 200, &[]);
+        self.non_invite_response(now, key, &req, flow, 200, &[]);
         // A BYE before we answered also ends the pending INVITE (RFC 3261 §15.1.2).
         self.terminate_pending_invite(now, call);
         if self.remove_dialog(call) {
@@ -778,7 +797,7 @@ impl Endpoint {
             if let Some(e) = self.invites.get_mut(k) {
                 if e.tx.state() == InviteServerState::Proceeding {
                     if let Ok(b) =
-                        build_response(&e.request, e.source, 487, tag.as_deref(), &[], None)
+                        build_response(&e.request, e.flow.remote, 487, tag.as_deref(), &[], None)
                     {
                         if let Some(t) = e.tx.send_final(now, 487, Bytes::from(b)) {
                             self.transmits.push_back(t);
@@ -821,6 +840,13 @@ impl Endpoint {
         let Some(key) = self.invite_of.get(&call).cloned() else {
             return;
         };
+        let Some((transport, sips)) = self.invites.get(&key).map(|e| {
+            let sips = e.request.uri.as_ref().is_some_and(|u| u.sips);
+            (e.flow.transport, sips)
+        }) else {
+            return;
+        };
+        let local = self.local(transport);
         let Some(dialog) = self.dialogs.get_mut(&call) else {
             return;
         };
@@ -830,7 +856,16 @@ impl Endpoint {
         if entry.tx.state() != InviteServerState::Proceeding {
             return;
         }
-        let contact = format!("<sip:sotto@{}>", self.cfg.local);
+        // RFC 5630 §3.1.3: a sips dialog gets a sips Contact; otherwise say which
+        // transport to come back on.
+        let contact = match (sips, transport) {
+            (true, _) => format!("<sips:sotto@{local}>"),
+            (false, Transport::Udp) => format!("<sip:sotto@{local}>"),
+            (false, t) => format!(
+                "<sip:sotto@{local};transport={}>",
+                t.via_name().to_ascii_lowercase()
+            ),
+        };
         let extra = [
             ("Contact", contact.as_str()),
             ("Allow", ALLOW),
@@ -844,7 +879,7 @@ impl Endpoint {
         }
         let Ok(bytes) = build_response(
             &entry.request,
-            entry.source,
+            entry.flow.remote,
             200,
             Some(&dialog.key.local_tag),
             &extra_rr,
@@ -878,7 +913,7 @@ impl Endpoint {
         let extra: Vec<(&str, &str)> = warning.iter().map(|w| ("Warning", w.as_str())).collect();
         if let Ok(bytes) = build_response(
             &entry.request,
-            entry.source,
+            entry.flow.remote,
             code,
             tag.as_deref(),
             &extra,
@@ -928,14 +963,17 @@ impl Endpoint {
         self.by_key.remove(&dialog.key);
         self.invite_of.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
-        let (branch, bytes) = dialog.build_bye(self.cfg.local);
+        let local = self.local(dialog.flow.transport);
+        let (branch, bytes) = dialog.build_bye(local);
+        let (dest, connection) = dialog.next_hop();
         let (client, first) = NonInviteClient::new(
             now,
             Transmit {
-                dest: dialog.next_hop(),
+                dest,
+                connection,
                 bytes: Bytes::from(bytes),
             },
-            false,
+            dialog.flow.transport.is_reliable(),
             self.cfg.timers,
         );
         self.transmits.push_back(first);

@@ -355,9 +355,15 @@ pub fn stamped_top_via(via: &Via, source: SocketAddr) -> Via {
     via
 }
 
-/// Where a response to a request from `source` goes over UDP (RFC 3261 §18.2.2, RFC 3581 §4).
-pub fn response_destination(top_via: &Via, source: SocketAddr) -> SocketAddr {
-    if top_via.params.get("rport").is_some() {
+/// Where a response to a request from `source` goes (RFC 3261 §18.2.2, RFC 3581 §4):
+/// on a stream, back where it came from (the same connection); over UDP, to the source
+/// port when rport was asked for, else to the sent-by port.
+pub fn response_destination(
+    top_via: &Via,
+    source: SocketAddr,
+    transport: super::transport::Transport,
+) -> SocketAddr {
+    if transport.is_reliable() || top_via.params.get("rport").is_some() {
         source
     } else {
         SocketAddr::new(source.ip(), top_via.sent_by.port.unwrap_or(5060))
@@ -571,7 +577,14 @@ v=0\n";
             }
             Message::Request(_) => panic!("expected response"),
         }
-        assert_eq!(response_destination(&r.top_via().unwrap(), src), src);
+        assert_eq!(
+            response_destination(
+                &r.top_via().unwrap(),
+                src,
+                crate::sip::transport::Transport::Udp
+            ),
+            src
+        );
     }
 
     #[test]

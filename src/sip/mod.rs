@@ -5,6 +5,8 @@
 
 pub mod dialog;
 pub mod endpoint;
+pub mod framing;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;

@@ -9,6 +9,7 @@
 //! asks [`poll_timeout`](InviteServer::poll_timeout) for the next deadline and calls
 //! `handle_timeout(now)` when it has passed. Nothing here reads a clock or a socket.
 
+use super::transport::ConnectionId;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ impl Timers {
 pub struct Transmit {
     /// Destination address.
     pub dest: SocketAddr,
+    /// For streams: the connection to send on (never a new one: we do not connect out).
+    pub connection: Option<ConnectionId>,
     /// The message.
     pub bytes: Bytes,
 }
@@ -106,6 +109,7 @@ pub enum InviteServerEvent {
 pub struct InviteServer {
     state: InviteServerState,
     dest: SocketAddr,
+    connection: Option<ConnectionId>,
     reliable: bool,
     timers: Timers,
     last_response: Option<Bytes>,
@@ -124,6 +128,7 @@ impl InviteServer {
         InviteServer {
             state: InviteServerState::Proceeding,
             dest,
+            connection: None,
             reliable,
             timers,
             last_response: None,
@@ -144,9 +149,16 @@ impl InviteServer {
         self.state == InviteServerState::Terminated
     }
 
+    /// Responses go on this stream connection.
+    pub fn with_connection(mut self, connection: Option<ConnectionId>) -> Self {
+        self.connection = connection;
+        self
+    }
+
     fn transmit(&self, bytes: &Bytes) -> Transmit {
         Transmit {
             dest: self.dest,
+            connection: self.connection,
             bytes: bytes.clone(),
         }
     }
@@ -294,6 +306,7 @@ pub enum NonInviteServerState {
 pub struct NonInviteServer {
     state: NonInviteServerState,
     dest: SocketAddr,
+    connection: Option<ConnectionId>,
     reliable: bool,
     timers: Timers,
     last_response: Option<Bytes>,
@@ -306,11 +319,18 @@ impl NonInviteServer {
         NonInviteServer {
             state: NonInviteServerState::Trying,
             dest,
+            connection: None,
             reliable,
             timers,
             last_response: None,
             timer_j: None,
         }
+    }
+
+    /// Responses go on this stream connection.
+    pub fn with_connection(mut self, connection: Option<ConnectionId>) -> Self {
+        self.connection = connection;
+        self
     }
 
     /// The current state.
@@ -331,6 +351,7 @@ impl NonInviteServer {
         }
         let t = Transmit {
             dest: self.dest,
+            connection: self.connection,
             bytes: bytes.clone(),
         };
         self.last_response = Some(bytes);
@@ -354,6 +375,7 @@ impl NonInviteServer {
             NonInviteServerState::Proceeding | NonInviteServerState::Completed => {
                 self.last_response.as_ref().map(|b| Transmit {
                     dest: self.dest,
+                    connection: self.connection,
                     bytes: b.clone(),
                 })
             }
@@ -639,6 +661,7 @@ mod tests {
         let t0 = Instant::now();
         let req = Transmit {
             dest: dest(),
+            connection: None,
             bytes: Bytes::from_static(b"BYE"),
         };
         let (nict, first) = NonInviteClient::new(t0, req, false, Timers::default());
@@ -671,6 +694,7 @@ mod tests {
         let t0 = Instant::now();
         let req = Transmit {
             dest: dest(),
+            connection: None,
             bytes: Bytes::from_static(b"BYE"),
         };
         let (mut nict, _) = NonInviteClient::new(t0, req, false, Timers::default());
