@@ -60,12 +60,25 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// TLS certificate.
+    pub tls: TlsConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
     /// Privacy protections.
     pub privacy: PrivacyConfig,
     /// Conference rooms.
     pub rooms: Vec<RoomConfig>,
+}
+
+/// The TLS certificate for SIP over TLS.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain; `None` makes a self-signed certificate at start.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (with `certificate`).
+    pub private_key: Option<PathBuf>,
+    /// Names for the self-signed certificate.
+    pub names: Vec<String>,
 }
 
 /// Where aggregate metrics are served.
@@ -85,8 +98,18 @@ pub struct PrivacyConfig {
 /// SIP listeners and transaction settings.
 #[derive(Debug, Clone)]
 pub struct SipConfig {
-    /// UDP listen addresses.
+    /// UDP listen addresses (at most one for now).
     pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub tls: Vec<SocketAddr>,
+    /// Stream connections open at once.
+    pub max_connections: usize,
+    /// Stream connections open at once from one IP address.
+    pub max_connections_per_source: usize,
+    /// Seconds a stream connection may take to complete its first (or any partial) message.
+    pub message_timeout_secs: u64,
     /// Largest datagram or message accepted, in bytes (checked before parsing).
     pub max_message_size: usize,
     /// Most header lines accepted in one message (checked before typed parsing).
@@ -215,6 +238,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     privacy: RawPrivacy,
@@ -227,6 +252,16 @@ struct RawConfig {
 struct RawSip {
     #[serde(default = "default_udp")]
     udp: Vec<Spanned<String>>,
+    #[serde(default)]
+    tcp: Vec<Spanned<String>>,
+    #[serde(default)]
+    tls: Vec<Spanned<String>>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_per_source")]
+    max_connections_per_source: usize,
+    #[serde(default = "default_message_timeout")]
+    message_timeout_secs: u64,
     #[serde(default = "default_max_message")]
     max_message_size: usize,
     #[serde(default = "default_max_headers")]
@@ -237,6 +272,11 @@ impl Default for RawSip {
     fn default() -> Self {
         RawSip {
             udp: default_udp(),
+            tcp: Vec::new(),
+            tls: Vec::new(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_per_source(),
+            message_timeout_secs: default_message_timeout(),
             max_message_size: default_max_message(),
             max_headers: default_max_headers(),
         }
@@ -245,6 +285,16 @@ impl Default for RawSip {
 
 fn default_udp() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "127.0.0.1:5060".to_string())]
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_per_source() -> usize {
+    // A PBX or a proxy may hold several; a phone needs one.
+    32
+}
+fn default_message_timeout() -> u64 {
+    10
 }
 fn default_max_message() -> usize {
     // RFC 3261 §18.1.1 keeps UDP requests under the path MTU; larger ones are rare
@@ -404,6 +454,17 @@ fn default_level() -> Spanned<String> {
     Spanned::new(0..0, "info".to_string())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    certificate: Option<Spanned<String>>,
+    #[serde(default)]
+    private_key: Option<Spanned<String>>,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
@@ -467,12 +528,60 @@ impl Config {
                 "an address like 127.0.0.1:5060",
             )?);
         }
-        if udp.len() != 1 {
+        if udp.len() > 1 {
             let span = raw.sip.udp.first().map_or(0..0, |a| a.span());
             return Err(v.invalid(
                 span,
                 "sip.udp",
-                "exactly one UDP listen address is supported so far",
+                "at most one UDP listen address is supported so far",
+            ));
+        }
+        let mut tcp = Vec::new();
+        for (i, a) in raw.sip.tcp.iter().enumerate() {
+            tcp.push(v.parse::<SocketAddr>(
+                a,
+                &format!("sip.tcp[{i}]"),
+                "an address like 127.0.0.1:5060",
+            )?);
+        }
+        let mut tls = Vec::new();
+        for (i, a) in raw.sip.tls.iter().enumerate() {
+            tls.push(v.parse::<SocketAddr>(
+                a,
+                &format!("sip.tls[{i}]"),
+                "an address like 127.0.0.1:5061",
+            )?);
+        }
+        if udp.is_empty() && tcp.is_empty() && tls.is_empty() {
+            return Err(v.invalid(0..0, "sip", "no listener: set sip.udp, sip.tcp or sip.tls"));
+        }
+        let tls_paths = |field: &Option<Spanned<String>>| -> Option<PathBuf> {
+            field
+                .as_ref()
+                .map(|p| p.get_ref().trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let p = PathBuf::from(p);
+                    if p.is_absolute() {
+                        p
+                    } else {
+                        base.join(p)
+                    }
+                })
+        };
+        let certificate = tls_paths(&raw.tls.certificate);
+        let private_key = tls_paths(&raw.tls.private_key);
+        if certificate.is_some() != private_key.is_some() {
+            let span = raw
+                .tls
+                .certificate
+                .as_ref()
+                .or(raw.tls.private_key.as_ref())
+                .map_or(0..0, |s| s.span());
+            return Err(v.invalid(
+                span,
+                "tls",
+                "set both certificate and private_key, or neither (self-signed)",
             ));
         }
 
@@ -597,6 +706,11 @@ impl Config {
         Ok(Config {
             sip: SipConfig {
                 udp,
+                tcp,
+                tls: tls.clone(),
+                max_connections: raw.sip.max_connections.clamp(1, 1_000_000),
+                max_connections_per_source: raw.sip.max_connections_per_source.max(1),
+                message_timeout_secs: raw.sip.message_timeout_secs.clamp(1, 3600),
                 max_message_size: raw.sip.max_message_size.clamp(1024, 65_535),
                 max_headers: raw.sip.max_headers.clamp(16, 1000),
             },
@@ -624,6 +738,17 @@ impl Config {
                 directory,
             },
             log: LogConfig { level },
+            tls: TlsConfig {
+                certificate,
+                private_key,
+                names: if raw.tls.names.is_empty() {
+                    let mut names = vec!["localhost".to_string()];
+                    names.extend(tls.iter().map(|a| a.ip().to_string()));
+                    names
+                } else {
+                    raw.tls.names.clone()
+                },
+            },
             metrics: MetricsConfig {
                 listen: metrics_listen,
             },

@@ -46,10 +46,14 @@ fn real_main() -> Result<()> {
             let config = Config::load(path.as_ref())?;
             Prompts::load(&config.prompts.directory, config.prompts.language.code())
                 .context("prompts")?;
+            let listeners: Vec<String> = (config.sip.udp.iter().map(|a| format!("udp {a}")))
+                .chain(config.sip.tcp.iter().map(|a| format!("tcp {a}")))
+                .chain(config.sip.tls.iter().map(|a| format!("tls {a}")))
+                .collect();
             println!(
                 "{path}: ok ({} room(s), SIP on {}, RTP {}-{})",
                 config.rooms.len(),
-                config.sip.udp[0],
+                listeners.join(", "),
                 config.media.rtp_port_min,
                 config.media.rtp_port_max
             );

@@ -9,12 +9,14 @@ use crate::conference::ConferenceSettings;
 use crate::config::Config;
 use crate::io::media::ShardHandle;
 use crate::io::signalling::{channels, Signalling};
+use crate::io::stream::{Connections, StreamLimits};
 use crate::metrics::Metrics;
 use crate::room::ivr::IvrSettings;
 use crate::room::prompts::Prompts;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::message::Limits;
 use crate::sip::transaction::Timers;
+use crate::sip::transport::Transport;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,41 +41,82 @@ pub enum StartError {
     /// A mixer thread could not be started.
     #[error("cannot start a mixer thread: {0}")]
     Thread(std::io::Error),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::io::tls::TlsError),
 }
 
-/// Listeners bound before the sandbox goes up.
-#[derive(Debug)]
+/// Listeners bound (and TLS keys read) before the sandbox goes up.
 pub struct Listeners {
     /// SIP over UDP.
-    pub sip_udp: std::net::UdpSocket,
+    pub sip_udp: Option<std::net::UdpSocket>,
+    /// SIP over TCP.
+    pub sip_tcp: Vec<std::net::TcpListener>,
+    /// SIP over TLS.
+    pub sip_tls: Vec<std::net::TcpListener>,
+    /// The TLS configuration, when there are TLS listeners.
+    pub tls: Option<crate::io::tls::TlsSetup>,
     /// The metrics endpoint, if configured.
     pub metrics: Option<std::net::TcpListener>,
 }
 
-/// Binds every listener the config names (no threads are started).
-pub fn bind(config: &Config) -> Result<Listeners, StartError> {
-    let addr = config.sip.udp[0];
-    let sip_udp =
-        std::net::UdpSocket::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    sip_udp
-        .set_nonblocking(true)
+fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    l.set_nonblocking(true)
         .map_err(|source| StartError::Bind { addr, source })?;
-    let metrics = match config.metrics.listen {
-        Some(addr) => {
-            let l = std::net::TcpListener::bind(addr)
+    Ok(l)
+}
+
+/// Binds every listener the config names and reads the TLS keys (no threads start).
+pub fn bind(config: &Config) -> Result<Listeners, StartError> {
+    let sip_udp = match config.sip.udp.first() {
+        Some(&addr) => {
+            let s = std::net::UdpSocket::bind(addr)
                 .map_err(|source| StartError::Bind { addr, source })?;
-            l.set_nonblocking(true)
+            s.set_nonblocking(true)
                 .map_err(|source| StartError::Bind { addr, source })?;
-            Some(l)
+            Some(s)
         }
         None => None,
     };
-    Ok(Listeners { sip_udp, metrics })
+    let sip_tcp = config
+        .sip
+        .tcp
+        .iter()
+        .map(|&a| bind_tcp(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sip_tls = config
+        .sip
+        .tls
+        .iter()
+        .map(|&a| bind_tcp(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = if sip_tls.is_empty() {
+        None
+    } else {
+        Some(crate::io::tls::setup(
+            config.tls.certificate.as_deref(),
+            config.tls.private_key.as_deref(),
+            &config.tls.names,
+        )?)
+    };
+    let metrics = config.metrics.listen.map(bind_tcp).transpose()?;
+    Ok(Listeners {
+        sip_udp,
+        sip_tcp,
+        sip_tls,
+        tls,
+        metrics,
+    })
 }
 
 /// A running bridge.
 pub struct ServerHandle {
     sip_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    stream_tasks: Vec<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -81,9 +124,19 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the SIP UDP socket is bound to.
+    /// The first SIP listener: UDP if there is one, else TLS, else TCP.
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip_addr
+    }
+
+    /// The first SIP over TLS address, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The first SIP over TCP address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// The address of the metrics endpoint, if any.
@@ -96,6 +149,9 @@ impl ServerHandle {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         if let Some(t) = self.metrics_task {
+            t.abort();
+        }
+        for t in self.stream_tasks {
             t.abort();
         }
     }
@@ -115,16 +171,76 @@ pub async fn start_with(
     metrics: Arc<Metrics>,
 ) -> Result<ServerHandle, StartError> {
     let config = Arc::new(config);
-    let sip_addr = listeners
-        .sip_udp
-        .local_addr()
-        .map_err(StartError::Register)?;
-    let socket = UdpSocket::from_std(listeners.sip_udp).map_err(StartError::Register)?;
-    let local = if sip_addr.ip().is_unspecified() {
-        SocketAddr::new(config.media.public_address, sip_addr.port())
-    } else {
-        sip_addr
+    let public = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            SocketAddr::new(config.media.public_address, a.port())
+        } else {
+            a
+        }
     };
+    let (socket, udp_addr) = match listeners.sip_udp {
+        Some(s) => {
+            let addr = s.local_addr().map_err(StartError::Register)?;
+            let s = UdpSocket::from_std(s).map_err(StartError::Register)?;
+            (Some(Arc::new(s)), Some(addr))
+        }
+        None => (None, None),
+    };
+    let limits = StreamLimits {
+        max_connections: config.sip.max_connections,
+        max_per_source: config.sip.max_connections_per_source,
+        message_timeout: Duration::from_secs(config.sip.message_timeout_secs),
+        max_message: config.sip.max_message_size,
+    };
+    let connections = Arc::new(Connections::default());
+    let (stream_tx, stream_rx) = tokio::sync::mpsc::channel(1024);
+    let mut stream_tasks = Vec::new();
+    let mut tcp_addr = None;
+    let mut tls_addr = None;
+    for l in listeners.sip_tcp {
+        let addr = l.local_addr().map_err(StartError::Register)?;
+        tcp_addr.get_or_insert(addr);
+        let l = tokio::net::TcpListener::from_std(l).map_err(StartError::Register)?;
+        stream_tasks.push(tokio::spawn(crate::io::stream::serve(
+            l,
+            Transport::Tcp,
+            None,
+            limits,
+            connections.clone(),
+            stream_tx.clone(),
+        )));
+    }
+    if let Some(tls) = &listeners.tls {
+        let origin = if tls.self_signed {
+            "self-signed, made at start"
+        } else {
+            "loaded"
+        };
+        tracing::info!(fingerprint = %tls.fingerprint, "TLS certificate ({origin}), SHA-256");
+    }
+    for l in listeners.sip_tls {
+        let addr = l.local_addr().map_err(StartError::Register)?;
+        tls_addr.get_or_insert(addr);
+        let acceptor = listeners
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let l = tokio::net::TcpListener::from_std(l).map_err(StartError::Register)?;
+        stream_tasks.push(tokio::spawn(crate::io::stream::serve(
+            l,
+            Transport::Tls,
+            acceptor,
+            limits,
+            connections.clone(),
+            stream_tx.clone(),
+        )));
+    }
+    drop(stream_tx);
+    let sip_addr = udp_addr
+        .or(tls_addr)
+        .or(tcp_addr)
+        .ok_or_else(|| StartError::Register(std::io::Error::other("no SIP listener")))?;
+    let local = public(udp_addr.unwrap_or(sip_addr));
 
     let (metrics_addr, metrics_task) = match listeners.metrics {
         Some(l) => {
@@ -168,22 +284,26 @@ pub async fn start_with(
             max_headers: config.sip.max_headers,
         },
         max_transactions: 20_000,
-        local_tcp: None,
-        local_tls: None,
+        local_tcp: tcp_addr.map(public),
+        local_tls: tls_addr.map(public),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let signalling = Signalling::new(
         config.clone(),
         endpoint,
-        Arc::new(socket),
+        socket,
+        connections,
         shards,
         pin_tx,
         metrics,
     );
-    let task = tokio::spawn(signalling.run(ev_rx, pin_rx, shutdown_rx));
+    let task = tokio::spawn(signalling.run(ev_rx, pin_rx, stream_rx, shutdown_rx));
     tracing::info!(shards = shard_count, "sotto ready");
     Ok(ServerHandle {
         sip_addr,
+        tls_addr,
+        tcp_addr,
+        stream_tasks,
         metrics_addr,
         shutdown,
         task,

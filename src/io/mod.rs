@@ -5,3 +5,5 @@ pub mod media;
 pub mod metrics_http;
 pub mod rtp_ports;
 pub mod signalling;
+pub mod stream;
+pub mod tls;

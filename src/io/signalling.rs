@@ -10,11 +10,13 @@ use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, Rtp
 use crate::config::Config;
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
+use crate::io::stream::{Connections, StreamEvent};
 use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
 use crate::room::pin::PinIndex;
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
 use crate::sip::sdp::{negotiate, Answer, Direction, SdpError, SessionDescription};
+use crate::sip::transaction::Transmit;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 
 /// Datagrams handled per wake-up before timers and events get their turn.
@@ -67,7 +69,8 @@ pub struct CallCounters {
 pub struct Signalling {
     config: Arc<Config>,
     endpoint: Endpoint,
-    socket: Arc<UdpSocket>,
+    socket: Option<Arc<UdpSocket>>,
+    connections: Arc<Connections>,
     calls: HashMap<CallToken, CallEntry>,
     ports: PortPool,
     shards: Vec<ShardHandle>,
@@ -84,7 +87,8 @@ impl Signalling {
     pub fn new(
         config: Arc<Config>,
         endpoint: Endpoint,
-        socket: Arc<UdpSocket>,
+        socket: Option<Arc<UdpSocket>>,
+        connections: Arc<Connections>,
         shards: Vec<ShardHandle>,
         pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
         metrics: Arc<Metrics>,
@@ -99,6 +103,7 @@ impl Signalling {
             config,
             endpoint,
             socket,
+            connections,
             calls: HashMap::new(),
             ports,
             shards,
@@ -116,6 +121,7 @@ impl Signalling {
         mut self,
         mut shard_events: UnboundedReceiver<ConferenceEvent>,
         mut pin_results: UnboundedReceiver<(CallToken, Option<RoomKey>)>,
+        mut stream_events: mpsc::Receiver<StreamEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; self.config.sip.max_message_size + 1];
@@ -125,19 +131,35 @@ impl Signalling {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + IDLE_WAKE);
+            let udp = self.socket.clone();
+            let recv = async {
+                match &udp {
+                    Some(s) => s.recv_from(&mut buf).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, src)) = r {
-                        self.on_datagram(src, &buf[..n]);
+                r = recv => {
+                    if let (Ok((n, src)), Some(udp)) = (r, &udp) {
+                        let first = buf[..n].to_vec();
+                        self.on_datagram(src, &first);
                         // Drain what else is queued without waking again.
                         for _ in 0..RECV_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
+                            match udp.try_recv_from(&mut buf) {
                                 Ok((n, src)) => self.on_datagram(src, &buf[..n]),
                                 Err(_) => break,
                             }
                         }
                     }
                 }
+                Some(ev) = stream_events.recv() => match ev {
+                    StreamEvent::Message { flow, data } => {
+                        self.endpoint.handle_message(Instant::now(), flow, data);
+                    }
+                    // Dialogs on a closed connection can no longer be reached; their
+                    // calls end by BYE on a new connection, or by media timeout.
+                    StreamEvent::Closed(_) => {}
+                },
                 _ = tokio::time::sleep_until(deadline) => {
                     self.endpoint.handle_timeout(Instant::now());
                 }
@@ -152,6 +174,19 @@ impl Signalling {
             self.pump().await;
         }
         self.shutdown().await;
+    }
+
+    async fn send(&self, t: Transmit) {
+        match (t.connection, &self.socket) {
+            // Streams: on the connection the request came on, never a new one.
+            (Some(c), _) => {
+                self.connections.send(c, t.bytes);
+            }
+            (None, Some(udp)) => {
+                let _ = udp.send_to(&t.bytes, t.dest).await;
+            }
+            (None, None) => {}
+        }
     }
 
     fn on_datagram(&mut self, src: SocketAddr, data: &[u8]) {
@@ -173,7 +208,7 @@ impl Signalling {
             }
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;
-                let _ = self.socket.send_to(&t.bytes, t.dest).await;
+                self.send(t).await;
             }
             if !progressed {
                 break;
@@ -462,7 +497,7 @@ impl Signalling {
             self.drop_call(call);
         }
         while let Some(t) = self.endpoint.poll_transmit() {
-            let _ = self.socket.send_to(&t.bytes, t.dest).await;
+            self.send(t).await;
         }
         for s in &mut self.shards {
             s.shutdown();

@@ -5,7 +5,10 @@
 //! on a thread with a 20 ms pacing loop; everything it hears is kept for analysis.
 #![allow(dead_code, clippy::disallowed_methods)]
 
+pub mod link;
+
 use bytes::Bytes;
+use link::{LinkKind, SipLink};
 use sotto::media::g711::Law;
 use sotto::sip::message::{parse, HeaderAccess, Limits, Message};
 use std::collections::VecDeque;
@@ -15,10 +18,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Config text for an in-process bridge: loopback, port 0, given rooms.
+/// Config for an in-process bridge: loopback, port 0, given rooms; `extra` goes into [media].
 pub fn test_config(rooms: &[(&str, &str)], rtp_ports: &str, extra: &str) -> sotto::config::Config {
+    test_config_with(rooms, rtp_ports, extra, "")
+}
+
+/// Like [`test_config`], with extra lines for the [sip] section.
+pub fn test_config_with(
+    rooms: &[(&str, &str)],
+    rtp_ports: &str,
+    media_extra: &str,
+    sip_extra: &str,
+) -> sotto::config::Config {
     let mut text = format!(
-        "[sip]\nudp = [\"127.0.0.1:0\"]\n[metrics]\nlisten = \"127.0.0.1:0\"\n[mixer]\nshards = 2\n[media]\nrtp_ports = \"{rtp_ports}\"\n{extra}\n"
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n{sip_extra}\n[metrics]\nlisten = \"127.0.0.1:0\"\n[mixer]\nshards = 2\n[media]\nrtp_ports = \"{rtp_ports}\"\n{media_extra}\n"
     );
     for (i, (id, pin)) in rooms.iter().enumerate() {
         let hash = sotto::room::pin::cheap_hash_for_tests(pin, format!("salt-{i}-salt").as_bytes());
@@ -108,7 +121,8 @@ impl Default for Identity {
 /// A SIP phone on loopback.
 pub struct Phone {
     identity: Identity,
-    pub sip: UdpSocket,
+    sips: bool,
+    sip: SipLink,
     bridge: SocketAddr,
     call_id: String,
     from_tag: String,
@@ -128,9 +142,12 @@ impl Phone {
 
     /// A phone on a given loopback address (127.0.0.0/8), so tests can use many sources.
     pub fn new_at(bridge: SocketAddr, tone_hz: f64, ip: &str) -> Phone {
-        let sip = UdpSocket::bind((ip, 0)).unwrap();
-        sip.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
+        Phone::with_link(bridge, tone_hz, ip, LinkKind::Udp)
+    }
+
+    /// A phone whose SIP goes over `kind` to `bridge` (the bridge's UDP, TCP or TLS address).
+    pub fn with_link(bridge: SocketAddr, tone_hz: f64, ip: &str, kind: LinkKind) -> Phone {
+        let sip = SipLink::open(kind, ip, bridge);
         let rtp = UdpSocket::bind((ip, 0)).unwrap();
         rtp.set_nonblocking(true).unwrap();
         let rtp_addr = rtp.local_addr().unwrap();
@@ -143,6 +160,7 @@ impl Phone {
         };
         Phone {
             identity: Identity::default(),
+            sips: false,
             sip,
             bridge,
             call_id: format!("{:016x}@test", rand::random::<u64>()),
@@ -157,7 +175,7 @@ impl Phone {
     }
 
     fn local(&self) -> SocketAddr {
-        self.sip.local_addr().unwrap()
+        self.sip.local()
     }
 
     fn headers(&self, method: &str, branch: &str, cseq: u32) -> String {
@@ -167,7 +185,7 @@ impl Phone {
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
         format!(
-            "{method} sip:{room}@{b} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: \"{name}\" <sip:{user}@{l}>;tag={ft}\r\nTo: <sip:{room}@{b}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{l}>\r\nUser-Agent: {ua}\r\n",
+            "{method} {scheme}:{room}@{b} SIP/2.0\r\nVia: SIP/2.0/{via} {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: \"{name}\" <sip:{user}@{l}>;tag={ft}\r\nTo: <{scheme}:{room}@{b}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{l}>\r\nUser-Agent: {ua}\r\n",
             b = self.bridge,
             l = self.local(),
             ft = self.from_tag,
@@ -176,7 +194,14 @@ impl Phone {
             user = self.identity.user,
             ua = self.identity.user_agent,
             room = self.identity.request_user,
+            via = self.sip.via(),
+            scheme = if self.sips { "sips" } else { "sip" },
         )
+    }
+
+    /// Calls a `sips:` URI (meaningful over TLS only).
+    pub fn use_sips(&mut self, sips: bool) {
+        self.sips = sips;
     }
 
     /// Sets what this phone says about itself (for privacy tests).
@@ -185,10 +210,9 @@ impl Phone {
     }
 
     fn recv(&self, deadline: Instant) -> Option<Message> {
-        let mut buf = [0u8; 8192];
         while Instant::now() < deadline {
-            if let Ok((n, _)) = self.sip.recv_from(&mut buf) {
-                if let Ok(m) = parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) {
+            if let Some((data, _)) = self.sip.recv() {
+                if let Ok(m) = parse(Bytes::from(data), &Limits::default()) {
                     return Some(m);
                 }
             }
@@ -225,7 +249,7 @@ impl Phone {
             sdp.len(),
             sdp
         );
-        self.sip.send_to(msg.as_bytes(), self.bridge).unwrap();
+        self.sip.send(msg.as_bytes(), self.bridge);
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Some(m) = self.recv(deadline) {
             let Message::Response(r) = m else { continue };
@@ -248,7 +272,7 @@ impl Phone {
                 "{}Content-Length: 0\r\n\r\n",
                 self.headers("ACK", &ack_branch, self.cseq)
             );
-            self.sip.send_to(ack.as_bytes(), self.bridge).unwrap();
+            self.sip.send(ack.as_bytes(), self.bridge);
             return r.code;
         }
         0
@@ -291,7 +315,7 @@ impl Phone {
             "{}Content-Length: 0\r\n\r\n",
             self.headers("BYE", &branch, self.cseq)
         );
-        self.sip.send_to(bye.as_bytes(), self.bridge).unwrap();
+        self.sip.send(bye.as_bytes(), self.bridge);
         let deadline = Instant::now() + Duration::from_secs(3);
         while let Some(m) = self.recv(deadline) {
             if let Message::Response(r) = m {
@@ -306,14 +330,11 @@ impl Phone {
     /// Waits for a BYE from the bridge and answers it 200; true if one came in time.
     pub fn wait_for_bye(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 8192];
         while Instant::now() < deadline {
-            let Ok((n, src)) = self.sip.recv_from(&mut buf) else {
+            let Some((data, src)) = self.sip.recv() else {
                 continue;
             };
-            let Ok(Message::Request(req)) =
-                parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
-            else {
+            let Ok(Message::Request(req)) = parse(Bytes::from(data), &Limits::default()) else {
                 continue;
             };
             if req.method != ezk_method_bye() {
@@ -321,7 +342,7 @@ impl Phone {
             }
             let resp =
                 sotto::sip::message::build_response(&req, src, 200, None, &[], None).unwrap();
-            self.sip.send_to(&resp, src).unwrap();
+            self.sip.send(&resp, src);
             return true;
         }
         false
