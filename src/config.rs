@@ -133,8 +133,10 @@ pub struct MediaConfig {
     pub jitter_delay_ms: u32,
     /// Codecs offered and accepted, in order of preference.
     pub codecs: Vec<Codec>,
-    /// Media encryption policy (only `off` exists until SRTP lands).
+    /// Media encryption policy.
     pub encryption: Encryption,
+    /// Accept SDES keys (which travel inside SIP) over UDP or TCP, not only over TLS.
+    pub allow_sdes_without_tls: bool,
 }
 
 /// An audio codec the bridge speaks.
@@ -151,7 +153,11 @@ pub enum Codec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encryption {
-    /// Plain RTP only (until SRTP lands, the only value accepted).
+    /// SRTP or nothing: a plain offer gets 488 (the default).
+    Required,
+    /// SRTP when the caller offers it, plain RTP otherwise.
+    Preferred,
+    /// Plain RTP only.
     Off,
 }
 
@@ -322,6 +328,8 @@ struct RawMedia {
     codecs: Spanned<Vec<Codec>>,
     #[serde(default = "default_encryption")]
     encryption: Encryption,
+    #[serde(default)]
+    allow_sdes_without_tls: bool,
 }
 
 impl Default for RawMedia {
@@ -334,6 +342,7 @@ impl Default for RawMedia {
             jitter_delay_ms: default_jitter(),
             codecs: default_codecs(),
             encryption: default_encryption(),
+            allow_sdes_without_tls: false,
         }
     }
 }
@@ -354,7 +363,7 @@ fn default_codecs() -> Spanned<Vec<Codec>> {
     Spanned::new(0..0, vec![Codec::Pcma, Codec::Pcmu])
 }
 fn default_encryption() -> Encryption {
-    Encryption::Off
+    Encryption::Required
 }
 
 #[derive(Deserialize)]
@@ -723,6 +732,7 @@ impl Config {
                 jitter_delay_ms: jitter,
                 codecs: raw.media.codecs.into_inner(),
                 encryption: raw.media.encryption,
+                allow_sdes_without_tls: raw.media.allow_sdes_without_tls,
             },
             mixer: MixerConfig {
                 interval_ms: 20,

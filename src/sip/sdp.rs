@@ -92,6 +92,8 @@ pub struct Media {
     pub direction: Direction,
     /// `a=ptime`, if given.
     pub ptime: Option<u32>,
+    /// `a=crypto` values (after `crypto:`), in offer order (RFC 4568).
+    pub crypto: Vec<String>,
 }
 
 /// The parts of a session description this bridge uses.
@@ -166,6 +168,7 @@ impl SessionDescription {
                         connection: None,
                         direction: Direction::SendRecv,
                         ptime: None,
+                        crypto: Vec::new(),
                     });
                     media_direction.push(None);
                 }
@@ -197,6 +200,10 @@ impl SessionDescription {
                             }
                         }
                         ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        // Bounded: a phone offers a handful of suites.
+                        ("crypto", Some(arg)) if m.crypto.len() < 16 => {
+                            m.crypto.push(arg.trim().to_string())
+                        }
                         _ => {}
                     }
                 }
