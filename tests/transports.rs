@@ -91,3 +91,101 @@ fn sips_is_refused_off_tls_and_the_bridge_bye_uses_the_tls_connection() {
     );
     rt.block_on(server.stop());
 }
+
+/// Opens `n` TCP connections to `addr` from 127.0.<a>.<b> sources, `per` per source.
+async fn open_many(addr: std::net::SocketAddr, n: usize, per: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = format!("127.0.{}.{}:0", 100 + (i / per) / 200, 1 + (i / per) % 200);
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(src.parse().unwrap()).unwrap();
+        if let Ok(s) = sock.connect(addr).await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Waits until the server side has closed the connection (EOF or error), up to `limit`.
+async fn closed_within(mut s: tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut b)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[test]
+fn idle_connections_and_a_slow_loris_are_cut_off_while_a_call_keeps_its_audio() {
+    let rt = runtime();
+    let config = test_config_with(
+        &[("team", PIN)],
+        "42200-42399",
+        "",
+        "tls = [\"127.0.0.1:0\"]\nmax_connections = 200\nmax_connections_per_source = 20\nmessage_timeout_secs = 2",
+    );
+    let server = rt
+        .block_on(sotto::server::start(config, tone_prompts()))
+        .unwrap();
+    let tls = server.tls_addr().unwrap();
+    let mut a = Phone::with_link(server.sip_addr(), 440.0, "127.0.0.1", LinkKind::Udp);
+    let mut b = Phone::with_link(tls, 620.0, "127.0.0.1", LinkKind::Tls);
+    for p in [&mut a, &mut b] {
+        assert_eq!(p.call(), 200);
+        p.dial_digits(&format!("{PIN}#"));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (idle_closed, loris_closed) = rt.block_on(async {
+        // 500 connections that never speak, from 25 sources: most hit a cap at once,
+        // the rest the 2 s deadline.
+        let idle = open_many(tls, 500, 20).await;
+        // A slow-loris: starts a message, then one byte every 300 ms, never finishing.
+        let mut loris = tokio::net::TcpStream::connect(tls).await.unwrap();
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for b in b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if loris.write_all(&[*b]).await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            false
+        });
+        let mut closed = 0;
+        let checks: Vec<_> = idle
+            .into_iter()
+            .map(|s| tokio::spawn(closed_within(s, Duration::from_secs(5))))
+            .collect();
+        for c in checks {
+            if c.await.unwrap() {
+                closed += 1;
+            }
+        }
+        (closed, writer.await.unwrap())
+    });
+    assert_eq!(idle_closed, 500, "idle connections left open");
+    assert!(loris_closed, "the slow-loris connection was not cut off");
+
+    // The TLS caller's call went on: it still hears the other side.
+    assert!(
+        tone_share(&b.last_heard(1.0), 440.0, 8000.0) > 0.3,
+        "TLS caller lost audio"
+    );
+    assert!(
+        tone_share(&a.last_heard(1.0), 620.0, 8000.0) > 0.3,
+        "UDP caller lost audio"
+    );
+    assert_eq!(b.hangup(), 200, "TLS connection of the call was dropped");
+    assert_eq!(a.hangup(), 200);
+    rt.block_on(server.stop());
+}

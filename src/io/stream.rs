@@ -52,9 +52,6 @@ pub enum StreamEvent {
 /// Messages queued per connection before sends are dropped (a peer that does not read).
 const SEND_QUEUE: usize = 64;
 
-/// Time for a TLS handshake to finish.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Open connections and their send queues; shared by the listeners and signalling.
 #[derive(Default)]
 pub struct Connections {
@@ -143,8 +140,10 @@ pub async fn serve(
             let flow = Flow::stream(transport, remote, id);
             match tls {
                 Some(acceptor) => {
-                    if let Ok(Ok(s)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    // The handshake counts against the first-message deadline: a peer
+                    // that connects and says nothing is cut off just the same.
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(s)) = tokio::time::timeout(limits.message_timeout, handshake).await
                     {
                         run(s, flow, limits, outgoing, &events).await;
                     }
