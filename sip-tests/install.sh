@@ -7,9 +7,13 @@
 #   python3, python3-numpy   pcap generator, SIPp CSV summary, FFT audio check
 #   iproute2       ss (port checks)
 #   coreutils      timeout
+#   strace         tests/sandbox.rs: no file is written once the sandbox is up
+#   libsrtp2-dev, gcc   tests/srtp_interop.rs: byte-for-byte interop with C libsrtp2
+#   tshark         sip-tests: proves the audio on the wire is encrypted
 # The bridge itself is built with cargo (Rust toolchain, not installed here).
 set -euo pipefail
 PKGS=(sip-tester baresip-core sox python3 python3-numpy iproute2 coreutils)
+PKGS+=(strace libsrtp2-dev gcc libc6-dev tshark)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -24,6 +28,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; the answer does not matter here.
+echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
 echo "sip-tests/install.sh: installing ${missing[*]}"
 apt-get -o DPkg::Lock::Timeout=300 update -q
 apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"

@@ -18,6 +18,7 @@ use crate::media::dtmf::DtmfReceiver;
 use crate::media::g711::Law;
 use crate::media::jitter::JitterBuffer;
 use crate::media::rtp::{self, RtpSender};
+use crate::media::srtp::{CryptoAttribute, SrtpContext};
 use crate::mixer::Mixer;
 use crate::redact::CallToken;
 use crate::room::ivr::{Ivr, IvrAction, IvrSettings, PinAttempt, Prompt};
@@ -51,8 +52,17 @@ pub struct ConferenceSettings {
     pub ivr: IvrSettings,
 }
 
+/// SDES keys of an SRTP call: the caller's (to unprotect) and ours (to protect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// The caller's `a=crypto` line (inbound).
+    pub remote: CryptoAttribute,
+    /// Our answer's `a=crypto` line (outbound).
+    pub local: CryptoAttribute,
+}
+
 /// Media parameters of a member, as negotiated in SDP.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MediaParams {
     /// Codec.
     pub codec: Codec,
@@ -66,6 +76,8 @@ pub struct MediaParams {
     pub send: bool,
     /// Whether we take this member's audio.
     pub receive: bool,
+    /// SRTP keys; `None` for plain RTP.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// Random initial RTP values for a member's outgoing stream (RFC 3550 §5.1).
@@ -86,6 +98,8 @@ pub enum HangupReason {
     PinFailed,
     /// No RTP for the configured time.
     MediaTimeout,
+    /// The negotiated media could not be set up (unusable SRTP keys).
+    MediaSetupFailed,
 }
 
 /// What the shard tells signalling.
@@ -118,6 +132,8 @@ pub struct MediaCounters {
     pub digits: u64,
     /// Packets sent.
     pub sent: u64,
+    /// SRTP packets that failed authentication or the replay check (dropped).
+    pub srtp_rejected: u64,
 }
 
 enum Phase {
@@ -138,6 +154,8 @@ pub struct Member {
     telephone_event: Option<u8>,
     remote: Option<SocketAddr>,
     latched: Option<(SocketAddr, u32)>,
+    /// SRTP: the keys, and the inbound and outbound contexts made from them.
+    srtp: Option<(SrtpKeys, SrtpContext, SrtpContext)>,
     send: bool,
     receive: bool,
     sender: RtpSender,
@@ -182,6 +200,13 @@ impl std::fmt::Debug for Member {
             .field("token", &self.token)
             .finish_non_exhaustive()
     }
+}
+
+/// Builds the inbound and outbound contexts for a call's keys.
+fn srtp_contexts(keys: SrtpKeys) -> Option<(SrtpKeys, SrtpContext, SrtpContext)> {
+    let inbound = SrtpContext::inbound_for(&keys.remote).ok()?;
+    let outbound = SrtpContext::outbound_for(&keys.local).ok()?;
+    Some((keys, inbound, outbound))
 }
 
 fn law_of(codec: Codec) -> Law {
@@ -286,16 +311,20 @@ impl Conference {
         self.by_token.insert(token, slot);
         slot
     }
-
-    /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot.
+    /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot,
+    /// or `None` when the SRTP keys cannot be used (the caller should hang up).
     pub fn add_member(
         &mut self,
         now: Instant,
         call: CallToken,
         media: MediaParams,
         seed: RtpSeed,
-    ) -> usize {
+    ) -> Option<usize> {
         let law = law_of(media.codec);
+        let srtp = match media.srtp {
+            Some(keys) => Some(srtp_contexts(keys)?),
+            None => None,
+        };
         let member = Member {
             token: call,
             law,
@@ -303,6 +332,7 @@ impl Conference {
             telephone_event: media.telephone_event,
             remote: media.remote,
             latched: None,
+            srtp,
             send: media.send,
             receive: media.receive,
             sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
@@ -324,7 +354,7 @@ impl Conference {
         };
         let slot = self.insert(member);
         self.run_ivr(now, slot);
-        slot
+        Some(slot)
     }
 
     /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
@@ -414,9 +444,23 @@ impl Conference {
         }
         self.run_ivr(now, slot);
     }
-
     /// A re-INVITE changed the member's media.
     pub fn update_media(&mut self, call: CallToken, media: MediaParams) {
+        let new_srtp = match media.srtp {
+            // Same keys: keep the contexts (and their rollover counters and replay windows).
+            Some(keys) => match self
+                .by_token
+                .get(&call)
+                .and_then(|&s| self.slots.get(s)?.as_ref())
+            {
+                Some(Member {
+                    srtp: Some((current, _, _)),
+                    ..
+                }) if *current == keys => None,
+                _ => Some(srtp_contexts(keys)),
+            },
+            None => None,
+        };
         let Some(&slot) = self.by_token.get(&call) else {
             return;
         };
@@ -432,6 +476,15 @@ impl Conference {
         }
         m.send = media.send;
         m.receive = media.receive;
+        match new_srtp {
+            Some(Some(contexts)) => m.srtp = Some(contexts),
+            // Keys that cannot be used: stop the media rather than fall back to plain.
+            Some(None) => {
+                m.send = false;
+                m.receive = false;
+            }
+            None => {}
+        }
     }
 
     /// Next event for signalling.
@@ -471,13 +524,27 @@ impl Conference {
         }
         let _ = now;
     }
-
-    /// One received datagram on the member's RTP port.
-    pub fn handle_rtp(&mut self, now: Instant, slot: usize, source: SocketAddr, packet: &[u8]) {
+    /// One received datagram on the member's RTP port (decrypted in place for SRTP).
+    pub fn handle_rtp(&mut self, now: Instant, slot: usize, source: SocketAddr, packet: &mut [u8]) {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let Ok((header, payload)) = rtp::parse(packet) else {
+        let len = match &mut m.srtp {
+            Some((_, inbound, _)) => {
+                // Nothing about a packet is believed, and nothing is latched, before it
+                // authenticates (RTP bleed).
+                let len = packet.len();
+                match inbound.unprotect_rtp(packet, len) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.counters.srtp_rejected += 1;
+                        return;
+                    }
+                }
+            }
+            None => packet.len(),
+        };
+        let Ok((header, payload)) = rtp::parse(&packet[..len]) else {
             self.counters.malformed += 1;
             return;
         };
@@ -625,13 +692,16 @@ impl Conference {
                 }
                 None => m.law.encode(&m.out_frame, &mut payload),
             }
-            match m
+            m.packet_len = match m
                 .sender
                 .write(&payload, FRAME_SAMPLES as u32, &mut m.packet)
             {
-                Ok(n) => m.packet_len = n,
-                Err(_) => m.packet_len = 0,
-            }
+                Ok(n) => match &mut m.srtp {
+                    Some((_, _, outbound)) => outbound.protect_rtp(&mut m.packet, n).unwrap_or(0),
+                    None => n,
+                },
+                Err(_) => 0,
+            };
         }
         for slot in finished {
             if let Some(Member {
@@ -746,6 +816,7 @@ mod tests {
             remote: Some(addr(n)),
             send: true,
             receive: true,
+            srtp: None,
         }
     }
 
@@ -840,7 +911,10 @@ mod tests {
         ];
         let calls: Vec<CallToken> = (1..=4).map(|n| CallToken::from_raw(n as u64)).collect();
         let slots: Vec<usize> = (0..4)
-            .map(|i| conf.add_member(t0, calls[i], media(i as u8 + 1), seed(i as u8)))
+            .map(|i| {
+                conf.add_member(t0, calls[i], media(i as u8 + 1), seed(i as u8))
+                    .unwrap()
+            })
             .collect();
         for c in &calls {
             conf.join(t0, *c, 7);
@@ -855,7 +929,7 @@ mod tests {
             now += TICK;
             for i in 0..3 {
                 let pkt = txs[i].audio(levels[i]);
-                conf.handle_rtp(now, slots[i], addr(i as u8 + 1), &pkt);
+                conf.handle_rtp(now, slots[i], addr(i as u8 + 1), &mut pkt.clone());
             }
             conf.handle_tick(now);
             last = sent(&mut conf);
@@ -875,7 +949,7 @@ mod tests {
         let t0 = Instant::now();
         let mut conf = Conference::new(settings(), prompts());
         let call = CallToken::from_raw(9);
-        let slot = conf.add_member(t0, call, media(1), seed(1));
+        let slot = conf.add_member(t0, call, media(1), seed(1)).unwrap();
         conf.handle_tick(t0 + TICK);
         // The PIN prompt plays from the first tick.
         assert_eq!(
@@ -886,7 +960,7 @@ mod tests {
         let mut now = t0 + TICK;
         for ev in [1u8, 2, 11] {
             for pkt in tx.digit(ev) {
-                conf.handle_rtp(now, slot, addr(1), &pkt);
+                conf.handle_rtp(now, slot, addr(1), &mut pkt.clone());
             }
             now += TICK;
             conf.handle_tick(now);
@@ -914,8 +988,8 @@ mod tests {
         let t0 = Instant::now();
         let mut conf = Conference::new(settings(), prompts());
         let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
-        let sa = conf.add_member(t0, a, media(1), seed(1));
-        let _sb = conf.add_member(t0, b, media(2), seed(2));
+        let sa = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+        let _sb = conf.add_member(t0, b, media(2), seed(2)).unwrap();
         conf.join(t0, a, 0);
         conf.join(t0, b, 0);
         let mut tx = Tx::new(1);
@@ -923,9 +997,9 @@ mod tests {
         let mut now = t0;
         for _ in 0..40 {
             now += TICK;
-            conf.handle_rtp(now, sa, addr(1), &tx.audio(0));
+            conf.handle_rtp(now, sa, addr(1), &mut tx.audio(0));
             // A spray from another address at a's port.
-            conf.handle_rtp(now, sa, addr(99), &spoof.audio(8000));
+            conf.handle_rtp(now, sa, addr(99), &mut spoof.audio(8000));
             conf.handle_tick(now);
             let out = sent(&mut conf);
             assert_ne!(
@@ -943,7 +1017,7 @@ mod tests {
         }
         for _ in 0..100 {
             now += TICK;
-            conf.handle_rtp(now, sa, addr(1), &tx.audio(0));
+            conf.handle_rtp(now, sa, addr(1), &mut tx.audio(0));
             conf.handle_tick(now);
             while let Some(ev) = conf.poll_event() {
                 if let ConferenceEvent::Hangup { call, reason } = ev {
@@ -964,7 +1038,7 @@ mod tests {
         let mut one = Conference::new(settings(), prompts());
         let mut two = Conference::new(settings(), prompts());
         let call = CallToken::from_raw(5);
-        one.add_member(t0, call, media(1), seed(1));
+        one.add_member(t0, call, media(1), seed(1)).unwrap();
         one.handle_tick(t0 + TICK);
         let mut seq_before = 0;
         one.drain_transmits(|_, _, b| seq_before = rtp::parse(b).unwrap().0.sequence);

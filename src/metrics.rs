@@ -22,6 +22,8 @@ pub enum RejectReason {
     BadSdp,
     /// No RTP port free (503).
     NoPort,
+    /// The policy requires SRTP (or SDES over TLS) and the offer had none (488).
+    NotEncrypted,
 }
 
 /// `calls_rejected_total` label set.
@@ -82,7 +84,12 @@ macro_rules! label_values {
 }
 
 label_values! {
-    RejectReason { NoCodec => "no_codec", BadSdp => "bad_sdp", NoPort => "no_port" }
+    RejectReason {
+        NoCodec => "no_codec",
+        BadSdp => "bad_sdp",
+        NoPort => "no_port",
+        NotEncrypted => "not_encrypted",
+    }
     SecurityMode { Plain => "plain", Sdes => "sdes", Zrtp => "zrtp" }
     DropReason {
         Malformed => "malformed",

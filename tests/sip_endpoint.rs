@@ -152,6 +152,7 @@ impl Bench {
                 call,
                 offer,
                 request_user,
+                ..
             } => (call, offer, request_user.expose().clone()),
             other => panic!("expected Incoming, got {other:?}"),
         }
@@ -1366,7 +1367,7 @@ fn reinvite_with_higher_cseq_raises_reinvite_and_accept_sends_200() {
     );
     let events = b.events();
     match events.as_slice() {
-        [Event::Reinvite { call: c, offer }] => {
+        [Event::Reinvite { call: c, offer, .. }] => {
             assert_eq!(*c, call);
             assert!(String::from_utf8_lossy(offer).contains("a=sendonly"));
         }

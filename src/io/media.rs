@@ -7,7 +7,8 @@
 //! this path takes a lock; signalling talks to it only through a channel.
 
 use crate::conference::{
-    Conference, ConferenceEvent, ConferenceSettings, MediaParams, Member, RoomKey, RtpSeed,
+    Conference, ConferenceEvent, ConferenceSettings, HangupReason, MediaParams, Member, RoomKey,
+    RtpSeed,
 };
 use crate::metrics::Metrics;
 use crate::redact::CallToken;
@@ -191,8 +192,15 @@ fn run(
                     if tombstones.remove(&call) {
                         continue;
                     }
-                    let slot = conf.add_member(now, call, media, seed);
-                    place(&mut sockets, slot, socket);
+                    match conf.add_member(now, call, media, seed) {
+                        Some(slot) => place(&mut sockets, slot, socket),
+                        None => {
+                            let _ = events.send(ConferenceEvent::Hangup {
+                                call,
+                                reason: HangupReason::MediaSetupFailed,
+                            });
+                        }
+                    }
                 }
                 ShardCommand::Remove { call } => match conf.remove(call) {
                     Some(slot) => {
@@ -242,7 +250,7 @@ fn run(
             let Some(socket) = socket else { continue };
             for _ in 0..RECV_BOUND {
                 match socket.recv_from(&mut buf) {
-                    Ok((n, src)) => conf.handle_rtp(now, slot, src, &buf[..n]),
+                    Ok((n, src)) => conf.handle_rtp(now, slot, src, &mut buf[..n]),
                     Err(_) => break,
                 }
             }
@@ -270,6 +278,11 @@ fn run(
             metrics
                 .rtp_foreign_source
                 .inc_by(c.foreign_source - published.foreign_source);
+        }
+        if c.srtp_rejected != published.srtp_rejected {
+            metrics
+                .srtp_auth_failures
+                .inc_by(c.srtp_rejected - published.srtp_rejected);
         }
         published = c;
         members.store(conf.members(), Ordering::Relaxed);

@@ -6,17 +6,20 @@
 //! and shard events into SIP actions (hang up), and verifies PINs on the blocking pool
 //! so that argon2 never runs on the mixer threads or this loop.
 
-use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed};
+use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed, SrtpKeys};
 use crate::config::Config;
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
 use crate::io::stream::{Connections, StreamEvent};
+use crate::media::srtp::CryptoAttribute;
 use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
 use crate::room::pin::PinIndex;
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
+use crate::sip::sdp::SecurityPolicy;
 use crate::sip::sdp::{negotiate, Answer, Direction, SdpError, SessionDescription};
 use crate::sip::transaction::Transmit;
+use crate::sip::transport::Transport;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,7 +39,8 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 struct CallEntry {
     shard: usize,
     port: u16,
-    media: MediaParams,
+    /// The SDES keys in use (theirs and ours), kept so a re-INVITE can keep them.
+    srtp: Option<SrtpKeys>,
     session_id: u64,
     sdp_version: u64,
     room: Option<RoomKey>,
@@ -234,8 +238,17 @@ impl Signalling {
     fn on_endpoint_event(&mut self, ev: Event) {
         let now = Instant::now();
         match ev {
-            Event::Incoming { call, offer, .. } => self.on_incoming(now, call, &offer),
-            Event::Reinvite { call, offer } => self.on_reinvite(now, call, &offer),
+            Event::Incoming {
+                call,
+                offer,
+                transport,
+                ..
+            } => self.on_incoming(now, call, &offer, transport),
+            Event::Reinvite {
+                call,
+                offer,
+                transport,
+            } => self.on_reinvite(now, call, &offer, transport),
             Event::Cancelled { call } => {
                 tracing::info!(%call, "call cancelled");
                 self.drop_call(call);
@@ -254,13 +267,20 @@ impl Signalling {
     fn negotiate(
         &self,
         offer: &[u8],
+        transport: Transport,
     ) -> Result<(SessionDescription, crate::sip::sdp::Negotiated), SdpError> {
         let sdp = SessionDescription::parse(offer)?;
-        let n = negotiate(&sdp, &self.config.media.codecs)?;
+        let policy = SecurityPolicy {
+            encryption: self.config.media.encryption,
+            // SDES keys travel inside SIP: only over TLS, unless the operator says the
+            // network is trusted.
+            sdes_allowed: transport == Transport::Tls || self.config.media.allow_sdes_without_tls,
+        };
+        let n = negotiate(&sdp, &self.config.media.codecs, &policy)?;
         Ok((sdp, n))
     }
 
-    fn media_params(n: &crate::sip::sdp::Negotiated) -> MediaParams {
+    fn media_params(n: &crate::sip::sdp::Negotiated, srtp: Option<SrtpKeys>) -> MediaParams {
         let answer = n.offered_direction.answer();
         MediaParams {
             codec: n.codec,
@@ -269,6 +289,7 @@ impl Signalling {
             remote: n.remote_rtp,
             send: answer.sends(),
             receive: answer.receives(),
+            srtp,
         }
     }
 
@@ -282,22 +303,24 @@ impl Signalling {
             .unwrap_or(0)
     }
 
-    fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8]) {
-        let (sdp, n) = match self.negotiate(offer) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::info!(%call, reason = %e, "call refused: SDP not acceptable");
-                self.counters.rejected += 1;
-                let (code, reason) = match e {
-                    SdpError::NoCommonCodec | SdpError::NoConnection => {
-                        (488, RejectReason::NoCodec)
-                    }
-                    _ => (400, RejectReason::BadSdp),
-                };
-                self.metrics.reject(reason);
-                self.endpoint.reject(now, call, code, Some(&e.to_string()));
-                return;
+    fn refuse(&mut self, now: Instant, call: CallToken, e: &SdpError) {
+        tracing::info!(%call, reason = %e, "call refused: SDP not acceptable");
+        self.counters.rejected += 1;
+        let (code, reason) = match e {
+            SdpError::NoCommonCodec | SdpError::NoConnection => (488, RejectReason::NoCodec),
+            SdpError::EncryptionRequired | SdpError::SdesNeedsTls => {
+                (488, RejectReason::NotEncrypted)
             }
+            _ => (400, RejectReason::BadSdp),
+        };
+        self.metrics.reject(reason);
+        self.endpoint.reject(now, call, code, Some(&e.to_string()));
+    }
+
+    fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
+        let (sdp, n) = match self.negotiate(offer, transport) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(now, call, &e),
         };
         let (port, socket) = match self.ports.allocate() {
             Ok(x) => x,
@@ -310,7 +333,11 @@ impl Signalling {
                 return;
             }
         };
-        let media = Self::media_params(&n);
+        // Fresh keys for every call (RFC 4568 §6.1: same tag and suite as the offer).
+        let srtp = n.crypto.as_ref().map(|remote| SrtpKeys {
+            local: CryptoAttribute::answer_to(remote, &mut rand::rngs::OsRng),
+            remote: remote.clone(),
+        });
         let session_id = rand::random::<u32>() as u64;
         let answer = Answer {
             offer: &sdp,
@@ -320,8 +347,15 @@ impl Signalling {
             session_id,
             version: 1,
             direction: n.offered_direction.answer(),
+            crypto: srtp.as_ref().map(|k| &k.local),
         }
         .render();
+        let mode = if srtp.is_some() {
+            SecurityMode::Sdes
+        } else {
+            SecurityMode::Plain
+        };
+        let media = Self::media_params(&n, srtp.clone());
         let shard = self.pick_shard();
         let seed = RtpSeed {
             ssrc: rand::random(),
@@ -339,7 +373,7 @@ impl Signalling {
             CallEntry {
                 shard,
                 port,
-                media,
+                srtp,
                 session_id,
                 sdp_version: 1,
                 room: None,
@@ -352,27 +386,26 @@ impl Signalling {
         self.metrics.active_calls.inc();
         self.metrics
             .media_security
-            .get_or_create(&SecurityLabels {
-                mode: SecurityMode::Plain,
-            })
+            .get_or_create(&SecurityLabels { mode })
             .inc();
-        tracing::info!(%call, codec = ?n.codec, "call answered");
+        tracing::info!(%call, codec = ?n.codec, media = ?mode, "call answered");
         self.endpoint.accept(now, call, &answer);
     }
 
-    fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8]) {
+    fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
         let Some(entry) = self.calls.get(&call) else {
             self.endpoint.reject(now, call, 481, None);
             return;
         };
         let (port, session_id, version) = (entry.port, entry.session_id, entry.sdp_version + 1);
+        let previous = entry.srtp.clone();
         if offer.is_empty() {
             // An offer-less re-INVITE wants our offer; we do not make offers yet.
             self.endpoint
                 .reject(now, call, 488, Some("SDP offer required"));
             return;
         }
-        let (sdp, n) = match self.negotiate(offer) {
+        let (sdp, n) = match self.negotiate(offer, transport) {
             Ok(x) => x,
             Err(e) => {
                 // RFC 3264 §8: a refused re-offer leaves the session as it was.
@@ -380,7 +413,25 @@ impl Signalling {
                 return;
             }
         };
-        let media = Self::media_params(&n);
+        if previous.is_some() && n.crypto.is_none() {
+            // No downgrade inside a call: an SRTP call stays SRTP.
+            self.endpoint
+                .reject(now, call, 488, Some("SRTP cannot be turned off in a call"));
+            return;
+        }
+        // Keep our key when the caller keeps theirs: a new context would restart the
+        // rollover counter and break the stream after its next sequence wrap.
+        let srtp = n.crypto.as_ref().map(|remote| match &previous {
+            Some(p) if p.remote == *remote => p.clone(),
+            Some(p) if p.local.suite == remote.suite && p.local.tag == remote.tag => SrtpKeys {
+                local: p.local.clone(),
+                remote: remote.clone(),
+            },
+            _ => SrtpKeys {
+                local: CryptoAttribute::answer_to(remote, &mut rand::rngs::OsRng),
+                remote: remote.clone(),
+            },
+        });
         let answer = Answer {
             offer: &sdp,
             negotiated: &n,
@@ -389,10 +440,12 @@ impl Signalling {
             session_id,
             version,
             direction: n.offered_direction.answer(),
+            crypto: srtp.as_ref().map(|k| &k.local),
         }
         .render();
+        let media = Self::media_params(&n, srtp.clone());
         if let Some(entry) = self.calls.get_mut(&call) {
-            entry.media = media;
+            entry.srtp = srtp;
             entry.sdp_version = version;
             self.shards[entry.shard].send(ShardCommand::UpdateMedia { call, media });
         }
@@ -447,6 +500,9 @@ impl Signalling {
                 match reason {
                     HangupReason::PinFailed => tracing::info!(%call, "no valid PIN; hanging up"),
                     HangupReason::MediaTimeout => tracing::info!(%call, "no media; hanging up"),
+                    HangupReason::MediaSetupFailed => {
+                        tracing::warn!(%call, "media could not be set up; hanging up")
+                    }
                 }
                 self.endpoint.hangup(Instant::now(), call);
                 self.drop_call(call);

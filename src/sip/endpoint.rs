@@ -78,6 +78,8 @@ pub enum Event {
         call: CallToken,
         /// The SDP offer.
         offer: Bytes,
+        /// The transport the INVITE came over (decides whether SDES keys may be used).
+        transport: Transport,
         /// User part of the Request-URI (for alias lookup; never logged).
         request_user: Redacted<String>,
     },
@@ -87,6 +89,8 @@ pub enum Event {
         call: CallToken,
         /// The new offer (may be empty: then re-send the last answer).
         offer: Bytes,
+        /// The transport the re-INVITE came over.
+        transport: Transport,
     },
     /// The caller cancelled before we answered.
     Cancelled {
@@ -619,6 +623,7 @@ impl Endpoint {
         self.events.push_back(Event::Incoming {
             call,
             offer,
+            transport: flow.transport,
             request_user: Redacted(request_user),
         });
     }
@@ -694,7 +699,11 @@ impl Endpoint {
                 merge_key: None,
             },
         );
-        self.events.push_back(Event::Reinvite { call, offer });
+        self.events.push_back(Event::Reinvite {
+            call,
+            offer,
+            transport: flow.transport,
+        });
     }
 
     fn handle_ack(&mut self, now: Instant, req: &Request) {

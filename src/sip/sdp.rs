@@ -5,7 +5,8 @@
 //! the direction; [`Answer::render`] writes the answer. Streams we do not take are
 //! answered with port 0 in the same order (RFC 3264 §6).
 
-use crate::config::Codec;
+use crate::config::{Codec, Encryption};
+use crate::media::srtp::CryptoAttribute;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -27,6 +28,12 @@ pub enum SdpError {
     /// No audio stream with a codec and profile we speak (488).
     #[error("no common codec")]
     NoCommonCodec,
+    /// The policy requires SRTP and the offer has none we can use (488).
+    #[error("SRTP required")]
+    EncryptionRequired,
+    /// SRTP was offered with SDES keys over an unencrypted signalling hop (488).
+    #[error("SDES keys need SIP over TLS")]
+    SdesNeedsTls,
 }
 
 /// Media direction attribute (RFC 3264 §5.1).
@@ -271,17 +278,84 @@ pub struct Negotiated {
     pub remote_rtp: Option<std::net::SocketAddr>,
     /// The offerer's direction.
     pub offered_direction: Direction,
+    /// The transport profile, answered as offered (`RTP/AVP`, `RTP/SAVP`, `RTP/SAVPF`).
+    pub proto: String,
+    /// The offerer's SDES key we take (the strongest usable suite), if SRTP.
+    pub crypto: Option<CryptoAttribute>,
 }
 
-/// Picks the first audio stream over RTP/AVP with a codec from `codecs`.
+/// What the media policy allows for one offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecurityPolicy {
+    /// required / preferred / off.
+    pub encryption: Encryption,
+    /// Whether SDES keys may be used: the offer came over TLS, or the operator allowed
+    /// keys over an unencrypted hop.
+    pub sdes_allowed: bool,
+}
+
+impl SecurityPolicy {
+    /// Plain RTP only.
+    pub const PLAIN: SecurityPolicy = SecurityPolicy {
+        encryption: Encryption::Off,
+        sdes_allowed: false,
+    };
+}
+
+/// Picks the first audio stream the policy allows with a codec from `codecs`.
 ///
 /// The offerer's codec order wins among those we speak (RFC 3264 §6.1 lets the
-/// answerer choose; following the offerer avoids transcoding at gateways).
-pub fn negotiate(offer: &SessionDescription, codecs: &[Codec]) -> Result<Negotiated, SdpError> {
+/// answerer choose; following the offerer avoids transcoding at gateways). With SRTP,
+/// the strongest suite among the offer's usable `a=crypto` lines is taken. `RTP/AVP`
+/// with `a=crypto` (best-effort SRTP, as some PBXs offer it) counts as SRTP.
+pub fn negotiate(
+    offer: &SessionDescription,
+    codecs: &[Codec],
+    policy: &SecurityPolicy,
+) -> Result<Negotiated, SdpError> {
+    // Why no stream fitted, most telling first.
+    let mut refusal = SdpError::NoCommonCodec;
     for (i, m) in offer.media.iter().enumerate() {
-        if m.kind != "audio" || m.port == 0 || m.proto != "RTP/AVP" {
+        let profile_ok = matches!(m.proto.as_str(), "RTP/AVP" | "RTP/SAVP" | "RTP/SAVPF");
+        if m.kind != "audio" || m.port == 0 || !profile_ok {
             continue;
         }
+        let secure_profile = m.proto != "RTP/AVP";
+        let offered: Vec<CryptoAttribute> = m
+            .crypto
+            .iter()
+            .filter_map(|c| CryptoAttribute::parse(c).ok())
+            .collect();
+        let crypto = match policy.encryption {
+            Encryption::Off => {
+                if secure_profile {
+                    continue;
+                }
+                None
+            }
+            Encryption::Required | Encryption::Preferred => {
+                let strongest = CryptoAttribute::strongest(offered.iter()).cloned();
+                match (strongest, policy.sdes_allowed) {
+                    (Some(c), true) => Some(c),
+                    (Some(_), false) => {
+                        refusal = SdpError::SdesNeedsTls;
+                        if secure_profile || policy.encryption == Encryption::Required {
+                            continue;
+                        }
+                        None
+                    }
+                    (None, _) => {
+                        if secure_profile || policy.encryption == Encryption::Required {
+                            if refusal == SdpError::NoCommonCodec {
+                                refusal = SdpError::EncryptionRequired;
+                            }
+                            continue;
+                        }
+                        None
+                    }
+                }
+            }
+        };
         let mut chosen = None;
         for f in &m.formats {
             let Ok(pt) = f.parse::<u8>() else { continue };
@@ -324,9 +398,11 @@ pub fn negotiate(offer: &SessionDescription, codecs: &[Codec]) -> Result<Negotia
             telephone_event,
             remote_rtp,
             offered_direction: m.direction,
+            proto: m.proto.clone(),
+            crypto,
         });
     }
-    Err(SdpError::NoCommonCodec)
+    Err(refusal)
 }
 
 /// Our answer for one offer.
@@ -346,6 +422,8 @@ pub struct Answer<'a> {
     pub version: u64,
     /// Direction we answer with.
     pub direction: Direction,
+    /// Our SDES key, when the stream is SRTP.
+    pub crypto: Option<&'a CryptoAttribute>,
 }
 
 impl Answer<'_> {
@@ -369,7 +447,7 @@ impl Answer<'_> {
                 continue;
             }
             let n = self.negotiated;
-            let _ = write!(s, "m=audio {} RTP/AVP {}", self.port, n.payload_type);
+            let _ = write!(s, "m=audio {} {} {}", self.port, n.proto, n.payload_type);
             if let Some(te) = n.telephone_event {
                 let _ = write!(s, " {te}");
             }
@@ -388,6 +466,9 @@ impl Answer<'_> {
                 );
             }
             let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
+            if let Some(c) = self.crypto {
+                let _ = write!(s, "a=crypto:{}\r\n", c.render());
+            }
         }
         s
     }
@@ -415,13 +496,13 @@ a=sendrecv\r\n";
     fn picks_first_offered_codec_we_speak() {
         let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
         assert_eq!(sdp.media.len(), 2);
-        let n = negotiate(&sdp, &[Codec::Pcma, Codec::Pcmu]).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcma, Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
         assert_eq!(n.media_index, 1);
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.payload_type, 0);
         assert_eq!(n.telephone_event, Some(101));
         assert_eq!(n.remote_rtp, Some("127.0.0.1:49170".parse().unwrap()));
-        let only_a = negotiate(&sdp, &[Codec::Pcma]).unwrap();
+        let only_a = negotiate(&sdp, &[Codec::Pcma], &SecurityPolicy::PLAIN).unwrap();
         assert_eq!(only_a.codec, Codec::Pcma);
     }
 
@@ -432,14 +513,14 @@ a=sendrecv\r\n";
         )
         .unwrap();
         assert_eq!(
-            negotiate(&sdp, &[Codec::Pcmu]).unwrap_err(),
+            negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap_err(),
             SdpError::NoCommonCodec
         );
         let savp =
             SessionDescription::parse(b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\n")
                 .unwrap();
         assert_eq!(
-            negotiate(&savp, &[Codec::Pcmu]).unwrap_err(),
+            negotiate(&savp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap_err(),
             SdpError::NoCommonCodec
         );
     }
@@ -447,7 +528,7 @@ a=sendrecv\r\n";
     #[test]
     fn answer_keeps_rejected_streams_in_place() {
         let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
-        let n = negotiate(&sdp, &[Codec::Pcmu]).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
         let a = Answer {
             offer: &sdp,
             negotiated: &n,
@@ -456,6 +537,7 @@ a=sendrecv\r\n";
             session_id: 1,
             version: 1,
             direction: Direction::SendRecv,
+            crypto: None,
         }
         .render();
         let lines: Vec<&str> = a.lines().collect();
@@ -465,7 +547,9 @@ a=sendrecv\r\n";
         // Our answer parses back to the same choice.
         let back = SessionDescription::parse(a.as_bytes()).unwrap();
         assert_eq!(
-            negotiate(&back, &[Codec::Pcmu]).unwrap().remote_rtp,
+            negotiate(&back, &[Codec::Pcmu], &SecurityPolicy::PLAIN)
+                .unwrap()
+                .remote_rtp,
             Some("127.0.0.1:30000".parse().unwrap())
         );
     }
@@ -476,7 +560,7 @@ a=sendrecv\r\n";
             b"v=0\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\nm=audio 4000 RTP/AVP 8\r\n",
         )
         .unwrap();
-        let n = negotiate(&sdp, &[Codec::Pcma]).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcma], &SecurityPolicy::PLAIN).unwrap();
         assert_eq!(n.offered_direction, Direction::SendOnly);
         assert_eq!(n.offered_direction.answer(), Direction::RecvOnly);
         assert_eq!(n.remote_rtp, None);
@@ -493,7 +577,12 @@ a=sendrecv\r\n";
             b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 0 RTP/AVP 0\r\nm=audio 5000 RTP/AVP 0\r\n",
         )
         .unwrap();
-        assert_eq!(negotiate(&sdp, &[Codec::Pcmu]).unwrap().media_index, 1);
+        assert_eq!(
+            negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN)
+                .unwrap()
+                .media_index,
+            1
+        );
     }
 
     #[test]
@@ -516,7 +605,7 @@ a=sendrecv\r\n";
         );
         let no_c = SessionDescription::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n").unwrap();
         assert_eq!(
-            negotiate(&no_c, &[Codec::Pcmu]).unwrap_err(),
+            negotiate(&no_c, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap_err(),
             SdpError::NoConnection
         );
     }

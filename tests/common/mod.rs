@@ -30,8 +30,14 @@ pub fn test_config_with(
     media_extra: &str,
     sip_extra: &str,
 ) -> sotto::config::Config {
+    // Plain RTP unless the test asks for a policy: the test phone speaks SRTP only when told.
+    let policy = if media_extra.contains("encryption") {
+        ""
+    } else {
+        "encryption = \"off\""
+    };
     let mut text = format!(
-        "[sip]\nudp = [\"127.0.0.1:0\"]\n{sip_extra}\n[metrics]\nlisten = \"127.0.0.1:0\"\n[mixer]\nshards = 2\n[media]\nrtp_ports = \"{rtp_ports}\"\n{media_extra}\n"
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n{sip_extra}\n[metrics]\nlisten = \"127.0.0.1:0\"\n[mixer]\nshards = 2\n[media]\nrtp_ports = \"{rtp_ports}\"\n{policy}\n{media_extra}\n"
     );
     for (i, (id, pin)) in rooms.iter().enumerate() {
         let hash = sotto::room::pin::cheap_hash_for_tests(pin, format!("salt-{i}-salt").as_bytes());
