@@ -1058,4 +1058,102 @@ mod tests {
         assert_eq!(seq_after, seq_before.wrapping_add(1));
         assert_eq!(ssrc, seed(1).ssrc);
     }
+
+    #[test]
+    fn srtp_members_latch_only_on_authenticated_packets_and_count_the_rest() {
+        use crate::media::srtp::{CryptoAttribute, KeyMaterial, Suite};
+        let t0 = Instant::now();
+        let mut rng = rand::rngs::OsRng;
+        let suite = Suite::AesCm128HmacSha1_80;
+        let phone_key = CryptoAttribute::parse(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+            KeyMaterial::generate(suite, &mut rng).to_sdes_inline()
+        ))
+        .unwrap();
+        let bridge_key = CryptoAttribute::answer_to(&phone_key, &mut rng);
+        let keys = SrtpKeys {
+            remote: phone_key.clone(),
+            local: bridge_key.clone(),
+        };
+        let mut conf = Conference::new(settings(), prompts());
+        let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+        let sa = conf
+            .add_member(
+                t0,
+                a,
+                MediaParams {
+                    srtp: Some(keys),
+                    ..media(1)
+                },
+                seed(1),
+            )
+            .unwrap();
+        conf.add_member(t0, b, media(2), seed(2)).unwrap();
+        conf.join(t0, a, 0);
+        conf.join(t0, b, 0);
+        let mut phone_out = SrtpContext::outbound_for(&phone_key).unwrap();
+        let mut phone_in = SrtpContext::inbound_for(&bridge_key).unwrap();
+        let mut tx = Tx::new(1);
+        let mut spoof = Tx::new(9);
+        let level = ulaw_decode(ulaw_encode(4000));
+        let protect = |ctx: &mut SrtpContext, pkt: Vec<u8>| {
+            let mut buf = pkt.clone();
+            buf.resize(pkt.len() + 16, 0);
+            let n = ctx.protect_rtp(&mut buf, pkt.len()).unwrap();
+            buf.truncate(n);
+            buf
+        };
+
+        let mut now = t0;
+        let mut heard_by_b = 0;
+        let mut a_out = Vec::new();
+        for i in 0..40 {
+            now += TICK;
+            let good = protect(&mut phone_out, tx.audio(level));
+            // A forged packet from elsewhere, sent before the real one: with plain RTP it
+            // would win the latch; with SRTP it never authenticates.
+            conf.handle_rtp(now, sa, addr(99), &mut spoof.audio(8000));
+            conf.handle_rtp(now, sa, addr(1), &mut good.clone());
+            if i == 10 {
+                // A replay and a tampered copy: both dropped.
+                conf.handle_rtp(now, sa, addr(1), &mut good.clone());
+                let mut bad = good.clone();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                conf.handle_rtp(now, sa, addr(1), &mut bad);
+            }
+            conf.handle_tick(now);
+            conf.drain_transmits(|_, dest, bytes| {
+                if dest == addr(2) {
+                    if let Ok((_, payload)) = rtp::parse(bytes) {
+                        if payload.iter().all(|&c| ulaw_decode(c) == level) {
+                            heard_by_b += 1;
+                        }
+                    }
+                } else if dest == addr(1) {
+                    a_out.push(bytes.to_vec());
+                }
+            });
+        }
+        // 40 forged + 1 replay + 1 tampered.
+        assert_eq!(conf.counters().srtp_rejected, 42);
+        assert_eq!(
+            conf.counters().foreign_source,
+            0,
+            "a forged packet reached the latch"
+        );
+        assert!(
+            heard_by_b > 30,
+            "the SRTP member's audio did not reach the room ({heard_by_b})"
+        );
+        // What the bridge sends to the SRTP member is SRTP the phone can open.
+        assert!(a_out.len() >= 40);
+        for pkt in &a_out {
+            let mut buf = pkt.clone();
+            let n = phone_in
+                .unprotect_rtp(&mut buf, pkt.len())
+                .expect("bridge output authenticates");
+            assert_eq!(n + 10, pkt.len(), "AES-CM-80 adds a 10-byte tag");
+        }
+    }
 }
