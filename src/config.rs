@@ -66,6 +66,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Privacy protections.
     pub privacy: PrivacyConfig,
+    /// Abuse limits: PIN guessing and request rates.
+    pub limits: LimitsConfig,
     /// Conference rooms.
     pub rooms: Vec<RoomConfig>,
 }
@@ -86,6 +88,56 @@ pub struct TlsConfig {
 pub struct MetricsConfig {
     /// HTTP listen address for `GET /metrics`; `None` turns the endpoint off.
     pub listen: Option<SocketAddr>,
+}
+
+/// Abuse limits (see docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wrong PINs one source may make before it is throttled.
+    pub source_free_failures: u32,
+    /// First throttle period in seconds; doubles with each further failure.
+    pub source_backoff_secs: u64,
+    /// Longest throttle period in seconds.
+    pub source_backoff_max_secs: u64,
+    /// Wrong PINs per hour, all sources together, before checks are spaced out.
+    pub global_failures_per_hour: u32,
+    /// SIP messages per second one source may send.
+    pub source_messages_per_second: u32,
+    /// Burst allowance of SIP messages per source.
+    pub source_message_burst: u32,
+    /// User-Agent fragments (case-insensitive) whose requests are dropped silently.
+    pub scanner_user_agents: Vec<String>,
+    /// Domains (Request-URI hosts) we serve; empty accepts any. Others are dropped silently.
+    pub domains: Vec<String>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            source_free_failures: 5,
+            source_backoff_secs: 60,
+            source_backoff_max_secs: 24 * 3600,
+            global_failures_per_hour: 100,
+            source_messages_per_second: 50,
+            source_message_burst: 200,
+            scanner_user_agents: [
+                "friendly-scanner",
+                "sipcli",
+                "sipvicious",
+                "sip-scan",
+                "sipsak",
+                "sundayddr",
+                "iwar",
+                "smap",
+                "vaxsipuseragent",
+                "pplsip",
+            ]
+            .map(String::from)
+            .to_vec(),
+            domains: Vec::new(),
+        }
+    }
 }
 
 /// Privacy protections.
@@ -249,6 +301,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     privacy: RawPrivacy,
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(default, rename = "room")]
     rooms: Vec<RawRoom>,
 }
@@ -764,6 +818,24 @@ impl Config {
             },
             privacy: PrivacyConfig {
                 allow_unsandboxed: raw.privacy.allow_unsandboxed,
+            },
+            limits: LimitsConfig {
+                scanner_user_agents: raw
+                    .limits
+                    .scanner_user_agents
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+                domains: raw
+                    .limits
+                    .domains
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+                global_failures_per_hour: raw.limits.global_failures_per_hour.max(1),
+                source_messages_per_second: raw.limits.source_messages_per_second.max(1),
+                source_message_burst: raw.limits.source_message_burst.max(1),
+                ..raw.limits.clone()
             },
             rooms,
         })

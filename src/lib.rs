@@ -6,6 +6,7 @@
 
 pub mod conference;
 pub mod config;
+pub mod guard;
 pub mod io;
 pub mod media;
 pub mod metrics;

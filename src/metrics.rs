@@ -62,6 +62,14 @@ pub enum DropReason {
     Overload,
     /// A response matching no transaction.
     StrayResponse,
+    /// Over the per-source message rate.
+    RateLimited,
+    /// A known scanner's User-Agent.
+    Scanner,
+    /// A request for a domain that is not ours.
+    ForeignDomain,
+    /// A response that would have sent more bytes to an unverified source than it sent us.
+    Amplification,
 }
 
 /// `sip_dropped_total` label set.
@@ -94,9 +102,11 @@ label_values! {
     DropReason {
         Malformed => "malformed",
         BadRequest => "bad_request",
-        Overload => "overload",
-        StrayResponse => "stray_response",
-    }
+        Overload => "overload",        StrayResponse => "stray_response",
+        RateLimited => "rate_limited",
+        Scanner => "scanner",
+        ForeignDomain => "foreign_domain",
+        Amplification => "amplification",}
 }
 
 /// Every metric the bridge exports.

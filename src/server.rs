@@ -284,8 +284,14 @@ pub async fn start_with(
             max_headers: config.sip.max_headers,
         },
         max_transactions: 20_000,
+        amplification_guard: true,
         local_tcp: tcp_addr.map(public),
         local_tls: tls_addr.map(public),
+    });
+    let mut endpoint = endpoint;
+    endpoint.set_filters(crate::sip::endpoint::RequestFilters {
+        scanner_user_agents: config.limits.scanner_user_agents.clone(),
+        domains: config.limits.domains.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let signalling = Signalling::new(

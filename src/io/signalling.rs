@@ -8,6 +8,7 @@
 
 use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed, SrtpKeys};
 use crate::config::Config;
+use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
 use crate::io::stream::{Connections, StreamEvent};
@@ -47,6 +48,8 @@ struct CallEntry {
     verifying: bool,
     /// When the call was answered: held in memory for the duration histogram only.
     answered: Instant,
+    /// The keyed hash of the caller's signalling source (never the address).
+    source: SourceKey,
 }
 
 /// Members per room as signalling sees them, for the aggregate gauges.
@@ -82,6 +85,8 @@ pub struct Signalling {
     pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
     counters: CallCounters,
     metrics: Arc<Metrics>,
+    guard: Guard,
+    guard_published: GuardCounters,
     rooms: HashMap<RoomKey, RoomCount>,
     published: crate::sip::endpoint::Counters,
 }
@@ -103,6 +108,7 @@ impl Signalling {
             config.media.rtp_port_min,
             config.media.rtp_port_max,
         );
+        let guard = Guard::new(config_guard_settings(&config));
         Signalling {
             config,
             endpoint,
@@ -115,6 +121,8 @@ impl Signalling {
             pin_tx,
             counters: CallCounters::default(),
             metrics,
+            guard,
+            guard_published: GuardCounters::default(),
             rooms: HashMap::new(),
             published: Default::default(),
         }
@@ -156,9 +164,12 @@ impl Signalling {
                         }
                     }
                 }
-                Some(ev) = stream_events.recv() => match ev {
-                    StreamEvent::Message { flow, data } => {
-                        self.endpoint.handle_message(Instant::now(), flow, data);
+                Some(ev) = stream_events.recv() => match ev {                    StreamEvent::Message { flow, data } => {
+                        let now = Instant::now();
+                        let key = self.guard.key(flow.remote.ip());
+                        if self.guard.allow_message(now, key) {
+                            self.endpoint.handle_message(now, flow, data);
+                        }
                     }
                     // Dialogs on a closed connection can no longer be reached; their
                     // calls end by BYE on a new connection, or by media timeout.
@@ -198,8 +209,14 @@ impl Signalling {
             // Truncated by our buffer: too large to be ours; dropped before parsing.
             return;
         }
+        let now = Instant::now();
+        // Per-source rate limit before any parsing: a flood costs a hash and a counter.
+        let key = self.guard.key(src.ip());
+        if !self.guard.allow_message(now, key) {
+            return;
+        }
         self.endpoint
-            .handle_datagram(Instant::now(), src, Bytes::copy_from_slice(data));
+            .handle_datagram(now, src, Bytes::copy_from_slice(data));
     }
 
     /// Sends what the endpoint queued and handles its events (which may queue more).
@@ -220,6 +237,16 @@ impl Signalling {
         }
         self.publish_sip_counters();
     }
+    fn publish_guard_counters(&mut self) {
+        let now = self.guard.counters();
+        let then = self.guard_published;
+        self.metrics.lockouts.inc_by(now.lockouts - then.lockouts);
+        self.metrics.dropped(
+            DropReason::RateLimited,
+            now.rate_limited - then.rate_limited,
+        );
+        self.guard_published = now;
+    }
 
     fn publish_sip_counters(&mut self) {
         let now = self.endpoint.counters();
@@ -232,6 +259,15 @@ impl Signalling {
             DropReason::StrayResponse,
             now.stray_responses - then.stray_responses,
         );
+        m.dropped(DropReason::Scanner, now.scanners - then.scanners);
+        m.dropped(
+            DropReason::ForeignDomain,
+            now.foreign_domain - then.foreign_domain,
+        );
+        m.dropped(
+            DropReason::Amplification,
+            now.amplification - then.amplification,
+        );
         self.published = now;
     }
 
@@ -242,8 +278,12 @@ impl Signalling {
                 call,
                 offer,
                 transport,
+                source,
                 ..
-            } => self.on_incoming(now, call, &offer, transport),
+            } => {
+                let source = self.guard.key(source.expose().ip());
+                self.on_incoming(now, call, &offer, transport, source)
+            }
             Event::Reinvite {
                 call,
                 offer,
@@ -316,8 +356,14 @@ impl Signalling {
         self.metrics.reject(reason);
         self.endpoint.reject(now, call, code, Some(&e.to_string()));
     }
-
-    fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
+    fn on_incoming(
+        &mut self,
+        now: Instant,
+        call: CallToken,
+        offer: &[u8],
+        transport: Transport,
+        source: SourceKey,
+    ) {
         let (sdp, n) = match self.negotiate(offer, transport) {
             Ok(x) => x,
             Err(e) => return self.refuse(now, call, &e),
@@ -379,6 +425,7 @@ impl Signalling {
                 room: None,
                 verifying: false,
                 answered: now,
+                source,
             },
         );
         self.counters.calls += 1;
@@ -481,18 +528,43 @@ impl Signalling {
     fn on_shard_event(&mut self, ev: ConferenceEvent) {
         match ev {
             ConferenceEvent::PinEntered { call, attempt } => {
-                let Some(entry) = self.calls.get_mut(&call) else {
+                let Some((source, shard, verifying)) = self
+                    .calls
+                    .get(&call)
+                    .map(|e| (e.source, e.shard, e.verifying))
+                else {
                     return;
                 };
-                if entry.verifying {
+                if verifying {
                     return;
                 }
-                entry.verifying = true;
+                let verdict = self.guard.pin_attempt(Instant::now(), source);
+                self.publish_guard_counters();
+                let at = match verdict {
+                    PinVerdict::Refuse => {
+                        // A throttled source: the attempt counts against the call's
+                        // tries but is never checked (no oracle, no CPU spent).
+                        drop(attempt);
+                        tracing::info!(%call, "PIN attempt refused: source throttled");
+                        self.shards[shard].send(ShardCommand::PinResult { call, ok: false });
+                        return;
+                    }
+                    PinVerdict::Check => None,
+                    PinVerdict::CheckAt(t) => Some(t),
+                };
+                if let Some(e) = self.calls.get_mut(&call) {
+                    e.verifying = true;
+                }
                 let pins = self.pins.clone();
                 let tx = self.pin_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let room = pins.lookup(&attempt.0);
-                    drop(attempt);
+                tokio::spawn(async move {
+                    if let Some(t) = at {
+                        // The global guessing budget is spent: checks are spaced out.
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
+                    }
+                    let room = tokio::task::spawn_blocking(move || pins.lookup(&attempt.0))
+                        .await
+                        .unwrap_or(None);
                     let _ = tx.send((call, room));
                 });
             }
@@ -520,6 +592,7 @@ impl Signalling {
             None => {
                 self.counters.pin_failures += 1;
                 self.metrics.pin_failures.inc();
+                self.guard.pin_failed(Instant::now(), entry.source);
                 tracing::info!(%call, "wrong PIN");
                 self.shards[entry.shard].send(ShardCommand::PinResult { call, ok: false });
             }
@@ -583,4 +656,18 @@ pub type PinResults = (
 /// Channels the server wires between shards, signalling and the PIN pool.
 pub fn channels() -> (ShardEvents, PinResults) {
     (unbounded_channel(), unbounded_channel())
+}
+
+/// The guard's limits from the config.
+fn config_guard_settings(config: &Config) -> GuardSettings {
+    let l = &config.limits;
+    GuardSettings {
+        source_free_failures: l.source_free_failures,
+        source_backoff: std::time::Duration::from_secs(l.source_backoff_secs),
+        source_backoff_max: std::time::Duration::from_secs(l.source_backoff_max_secs),
+        global_failures_per_hour: l.global_failures_per_hour,
+        source_messages_per_second: l.source_messages_per_second,
+        source_message_burst: l.source_message_burst,
+        ..GuardSettings::default()
+    }
 }

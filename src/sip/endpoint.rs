@@ -3,7 +3,7 @@
 //! Drive it like this:
 //!
 //! ```text
-//! endpoint.handle_datagram(now, flow, bytes);    // for each datagram
+//! endpoint.handle_datagram(now, source, bytes);  // for each datagram
 //! endpoint.handle_timeout(now);                     // when poll_timeout() has passed
 //! while let Some(t) = endpoint.poll_transmit() { socket.send_to(&t.bytes, t.dest) }
 //! while let Some(e) = endpoint.poll_event() { ... accept()/reject()/hangup() ... }
@@ -56,6 +56,9 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// Most server transactions and dialogs held at once; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// Cap what goes to unverified UDP sources at what they sent (see `poll_transmit`).
+    /// On in the bridge; tests of RFC timer schedules turn it off.
+    pub amplification_guard: bool,
 }
 
 /// Why a call ended.
@@ -80,6 +83,8 @@ pub enum Event {
         offer: Bytes,
         /// The transport the INVITE came over (decides whether SDES keys may be used).
         transport: Transport,
+        /// Where it came from (for the guessing limits, which keep only a keyed hash).
+        source: Redacted<SocketAddr>,
         /// User part of the Request-URI (for alias lookup; never logged).
         request_user: Redacted<String>,
     },
@@ -117,7 +122,36 @@ pub struct Counters {
     pub stray_responses: u64,
     /// Requests refused because the tables were full.
     pub overloaded: u64,
+    /// Requests from known scanners, dropped silently.
+    pub scanners: u64,
+    /// Requests for domains that are not ours, dropped silently.
+    pub foreign_domain: u64,
+    /// Messages not sent because an unverified UDP source had not sent us as many bytes.
+    pub amplification: u64,
 }
+
+/// Which requests are dropped silently, before any answer.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilters {
+    /// Lower-case User-Agent fragments of known scanners.
+    pub scanner_user_agents: Vec<String>,
+    /// Lower-case domains we serve (Request-URI host); empty accepts any.
+    pub domains: Vec<String>,
+}
+
+/// Bytes an unverified UDP source has sent us and we have not yet spent on it.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    bytes: usize,
+    expires: Instant,
+}
+
+/// Most unverified sources whose byte budgets are tracked; beyond it new ones get none
+/// (their requests go unanswered until the table drains), so the table cannot grow.
+const MAX_BUDGETS: usize = 65_536;
+
+/// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
+const MAX_BUDGET_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TxKey {
@@ -170,7 +204,8 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     invites: HashMap<TxKey, InviteEntry>,
     non_invites: HashMap<TxKey, NonInviteServer>,
-    clients: HashMap<String, NonInviteClient>,
+    /// Our BYEs, with the verified source each keeps verified while it runs.
+    clients: HashMap<String, (NonInviteClient, Option<SocketAddr>)>,
     dialogs: HashMap<CallToken, Dialog>,
     by_key: HashMap<DialogKey, CallToken>,
     /// Per call: the INVITE transaction that is pending or whose 2xx awaits its ACK.
@@ -182,6 +217,11 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
+    filters: RequestFilters,
+    /// UDP sources that have not completed a transaction: what they sent us.
+    budgets: HashMap<SocketAddr, Budget>,
+    /// UDP sources with a confirmed dialog (they answered our 2xx with an ACK), counted.
+    verified: HashMap<SocketAddr, usize>,
 }
 
 impl Endpoint {
@@ -200,6 +240,9 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            filters: RequestFilters::default(),
+            budgets: HashMap::new(),
+            verified: HashMap::new(),
         }
     }
 
@@ -230,10 +273,47 @@ impl Endpoint {
     pub fn dialogs(&self) -> usize {
         self.dialogs.len()
     }
+    /// Sets the silent-drop filters (scanners, foreign domains).
+    pub fn set_filters(&mut self, filters: RequestFilters) {
+        self.filters = filters;
+    }
 
     /// Next message to send.
+    ///
+    /// No amplification: to a UDP source that has not completed a transaction with us,
+    /// we never send more bytes than it sent (retransmissions included); what does not
+    /// fit is dropped and counted. A real caller retransmits its request, which adds to
+    /// its budget, or ACKs our answer, which verifies it.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        while let Some(t) = self.transmits.pop_front() {
+            if !self.cfg.amplification_guard
+                || t.connection.is_some()
+                || self.verified.contains_key(&t.dest)
+            {
+                return Some(t);
+            }
+            match self.budgets.get_mut(&t.dest) {
+                Some(b) if b.bytes >= t.bytes.len() => {
+                    b.bytes -= t.bytes.len();
+                    return Some(t);
+                }
+                _ => self.counters.amplification += 1,
+            }
+        }
+        None
+    }
+
+    fn verify(&mut self, source: SocketAddr) {
+        *self.verified.entry(source).or_insert(0) += 1;
+    }
+
+    fn unverify(&mut self, source: SocketAddr) {
+        if let Some(n) = self.verified.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.verified.remove(&source);
+            }
+        }
     }
 
     /// Next event for the application.
@@ -253,7 +333,11 @@ impl Endpoint {
             .values()
             .filter_map(|t| t.poll_timeout())
             .min();
-        let c = self.clients.values().filter_map(|t| t.poll_timeout()).min();
+        let c = self
+            .clients
+            .values()
+            .filter_map(|(t, _)| t.poll_timeout())
+            .min();
         [a, b, c].into_iter().flatten().min()
     }
 
@@ -265,6 +349,23 @@ impl Endpoint {
     /// Feeds one complete message from any transport (streams frame it first, see
     /// [`super::framing`]).
     pub fn handle_message(&mut self, now: Instant, flow: Flow, data: Bytes) {
+        // Every UDP source's bytes are credited, verified or not: when a dialog ends
+        // (BYE) its source stops being verified before our 200 goes out.
+        if flow.connection.is_none() {
+            let expires = now + self.cfg.timers.timeout();
+            if let Some(b) = self.budgets.get_mut(&flow.remote) {
+                b.bytes = (b.bytes + data.len()).min(MAX_BUDGET_BYTES);
+                b.expires = expires;
+            } else if self.budgets.len() < MAX_BUDGETS {
+                self.budgets.insert(
+                    flow.remote,
+                    Budget {
+                        bytes: data.len().min(MAX_BUDGET_BYTES),
+                        expires,
+                    },
+                );
+            }
+        }
         // The parser is a third-party crate: a panic inside it must cost one message,
         // not the process (and not the calls that are up).
         let limits = self.cfg.limits;
@@ -305,6 +406,36 @@ impl Endpoint {
         if req.vias().map_or(0, |v| v.len()) > MAX_VIAS {
             self.counters.malformed += 1;
             return;
+        }
+        // Scanners and strangers get nothing at all: no answer tells them we exist.
+        if let Some(ua) = req.raw(&Name::USER_AGENT) {
+            let ua = ua.to_ascii_lowercase();
+            if self
+                .filters
+                .scanner_user_agents
+                .iter()
+                .any(|s| ua.contains(s.as_str()))
+            {
+                self.counters.scanners += 1;
+                return;
+            }
+        }
+        if !self.filters.domains.is_empty() {
+            let host = req
+                .uri
+                .as_ref()
+                .map(|u| u.host_port.host.to_string().to_ascii_lowercase());
+            let ours = host.as_deref().is_some_and(|h| {
+                self.filters.domains.iter().any(|d| d == h)
+                    || [Some(self.cfg.local), self.cfg.local_tcp, self.cfg.local_tls]
+                        .into_iter()
+                        .flatten()
+                        .any(|a| a.ip().to_string() == h)
+            });
+            if !ours {
+                self.counters.foreign_domain += 1;
+                return;
+            }
         }
         let method = req.method.clone();
         let is_ack = method == Method::ACK;
@@ -438,7 +569,6 @@ impl Endpoint {
                     ("Allow", ALLOW),
                     ("Accept", "application/sdp"),
                     ("Supported", ""),
-                    ("Accept-Language", "de, en"),
                 ];
                 self.non_invite_response(now, key, &req, flow, 200, &extra);
             }
@@ -515,7 +645,7 @@ impl Endpoint {
             return;
         }
 
-        let mut tx = self.new_invite_server(&req, flow);
+        let tx = self.new_invite_server(&req, flow);
         let call = CallToken::random();
 
         // Extensions we do not support (RFC 3261 §8.2.2.3).
@@ -591,11 +721,8 @@ impl Endpoint {
                 return;
             }
         };
-        if let Ok(trying) = build_response(&req, flow.remote, 100, None, &[], None) {
-            if let Some(t) = tx.send_provisional(Bytes::from(trying)) {
-                self.transmits.push_back(t);
-            }
-        }
+        // No 100 Trying: the application answers within the same turn, far inside the
+        // 200 ms of RFC 3261 §17.2.1, and every byte to an unverified source counts.
         let request_user = match req.uri.as_ref().map(|u| &u.user_part) {
             Some(ezk_sip_types::uri::SipUriUserPart::User(u)) => u.to_string(),
             Some(ezk_sip_types::uri::SipUriUserPart::UserPw(u)) => u.user.to_string(),
@@ -624,6 +751,7 @@ impl Endpoint {
             call,
             offer,
             transport: flow.transport,
+            source: Redacted(flow.remote),
             request_user: Redacted(request_user),
         });
     }
@@ -730,10 +858,19 @@ impl Endpoint {
                 e.tx.handle_2xx_ack();
             }
         }
+        let mut newly_confirmed = None;
         if let Some(d) = self.dialogs.get_mut(&call) {
             if d.state == DialogState::Accepted {
                 d.state = DialogState::Confirmed;
+                if d.flow.connection.is_none() {
+                    newly_confirmed = Some(d.flow.remote);
+                }
             }
+        }
+        if let Some(source) = newly_confirmed {
+            // The source answered our 2xx: it is who it claims to be (RFC 3261's ACK
+            // is our return-routability check), so responses to it are no longer capped.
+            self.verify(source);
         }
         if let Some(pos) = self.bye_after_ack.iter().position(|c| *c == call) {
             self.bye_after_ack.swap_remove(pos);
@@ -824,6 +961,9 @@ impl Endpoint {
         match self.dialogs.remove(&call) {
             Some(d) => {
                 self.by_key.remove(&d.key);
+                if d.state == DialogState::Confirmed && d.flow.connection.is_none() {
+                    self.unverify(d.flow.remote);
+                }
                 true
             }
             None => false,
@@ -839,7 +979,7 @@ impl Endpoint {
             self.counters.stray_responses += 1;
             return;
         };
-        if let Some(NonInviteClientEvent::Final(_)) = client.handle_response(now, resp.code) {
+        if let Some(NonInviteClientEvent::Final(_)) = client.0.handle_response(now, resp.code) {
             // Whatever the answer to our BYE, the call is already gone on our side.
         }
     }
@@ -875,11 +1015,9 @@ impl Endpoint {
                 t.via_name().to_ascii_lowercase()
             ),
         };
-        let extra = [
-            ("Contact", contact.as_str()),
-            ("Allow", ALLOW),
-            ("Supported", ""),
-        ];
+        // Lean on purpose: a 2xx to an unverified UDP source may not be larger than the
+        // INVITE it answers (see poll_transmit), so optional headers stay out.
+        let extra = [("Contact", contact.as_str())];
         let mut extra_rr: Vec<(&str, &str)> = extra.to_vec();
         // RFC 3261 §12.1.1: a UAS copies Record-Route into its 2xx.
         let rr: Vec<String> = entry.request.record_route();
@@ -972,6 +1110,9 @@ impl Endpoint {
         self.by_key.remove(&dialog.key);
         self.invite_of.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
+        // The source stays verified until our BYE's transaction ends (retransmissions).
+        let verified = (dialog.state == DialogState::Confirmed && dialog.flow.connection.is_none())
+            .then_some(dialog.flow.remote);
         let local = self.local(dialog.flow.transport);
         let (branch, bytes) = dialog.build_bye(local);
         let (dest, connection) = dialog.next_hop();
@@ -986,7 +1127,7 @@ impl Endpoint {
             self.cfg.timers,
         );
         self.transmits.push_back(first);
-        self.clients.insert(branch, client);
+        self.clients.insert(branch, (client, verified));
     }
 
     /// Fires all due timers.
@@ -1017,7 +1158,7 @@ impl Endpoint {
             t.handle_timeout(now);
         }
         self.non_invites.retain(|_, t| !t.is_terminated());
-        for c in self.clients.values_mut() {
+        for (c, _) in self.clients.values_mut() {
             if c.poll_timeout().is_some_and(|t| t <= now) {
                 let (out, _) = c.handle_timeout(now);
                 if let Some(t) = out {
@@ -1025,7 +1166,18 @@ impl Endpoint {
                 }
             }
         }
-        self.clients.retain(|_, c| !c.is_terminated());
+        let mut released = Vec::new();
+        self.clients.retain(|_, (c, verified)| {
+            let keep = !c.is_terminated();
+            if !keep {
+                released.extend(verified.take());
+            }
+            keep
+        });
+        for source in released {
+            self.unverify(source);
+        }
+        self.budgets.retain(|_, b| b.expires > now);
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);
             let confirmed = self

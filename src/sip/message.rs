@@ -420,7 +420,7 @@ pub fn build_response(
     for (name, value) in extra_headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    out.push_str("Server: sotto\r\n");
+    // No Server header: it tells scanners what we are and costs bytes.
     let mut bytes = match body {
         Some((content_type, body)) => {
             let _ = write!(

@@ -256,8 +256,24 @@ impl Phone {
             sdp
         );
         self.sip.send(msg.as_bytes(), self.bridge);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Some(m) = self.recv(deadline) {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        let mut retransmit = Duration::from_millis(500);
+        loop {
+            // Timer A (RFC 3261 §17.1.1.2): over UDP a phone repeats its INVITE until it
+            // hears a response; the bridge relies on that (its answer may not exceed
+            // what an unverified source has sent).
+            let wait = (start + retransmit).min(deadline);
+            let Some(m) = self.recv(wait) else {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if self.sip.via() == "UDP" {
+                    self.sip.send(msg.as_bytes(), self.bridge);
+                }
+                retransmit *= 2;
+                continue;
+            };
             let Message::Response(r) = m else { continue };
             if r.code < 200 {
                 continue;
