@@ -236,6 +236,7 @@ impl Signalling {
             }
         }
         self.publish_sip_counters();
+        self.publish_guard_counters();
     }
     fn publish_guard_counters(&mut self) {
         let now = self.guard.counters();

@@ -150,6 +150,13 @@ struct Budget {
 /// (their requests go unanswered until the table drains), so the table cannot grow.
 const MAX_BUDGETS: usize = 65_536;
 
+/// Unconfirmed calls (no ACK yet) one source address may hold; a phone or a PBX rarely
+/// has more than a few INVITEs answered and not yet acknowledged at the same moment.
+const MAX_PENDING_PER_SOURCE: usize = 16;
+
+/// Unconfirmed calls, all sources together.
+const MAX_PENDING_TOTAL: usize = 256;
+
 /// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
 const MAX_BUDGET_BYTES: usize = 64 * 1024;
 
@@ -222,6 +229,8 @@ pub struct Endpoint {
     budgets: HashMap<SocketAddr, Budget>,
     /// UDP sources with a confirmed dialog (they answered our 2xx with an ACK), counted.
     verified: HashMap<SocketAddr, usize>,
+    /// Calls per source address whose dialog is not confirmed yet.
+    pending: HashMap<std::net::IpAddr, usize>,
 }
 
 impl Endpoint {
@@ -243,6 +252,7 @@ impl Endpoint {
             filters: RequestFilters::default(),
             budgets: HashMap::new(),
             verified: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -301,6 +311,15 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    fn pending_done(&mut self, ip: std::net::IpAddr) {
+        if let Some(n) = self.pending.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending.remove(&ip);
+            }
+        }
     }
 
     fn verify(&mut self, source: SocketAddr) {
@@ -648,6 +667,16 @@ impl Endpoint {
         let tx = self.new_invite_server(&req, flow);
         let call = CallToken::random();
 
+        // Calls not yet confirmed by an ACK hold a port and a mixer slot for up to 64·T1:
+        // cap them per source and in total, so an INVITE flood cannot exhaust either.
+        let pending_here = self.pending.get(&flow.remote.ip()).copied().unwrap_or(0);
+        let pending_total: usize = self.pending.values().sum();
+        if pending_here >= MAX_PENDING_PER_SOURCE || pending_total >= MAX_PENDING_TOTAL {
+            self.counters.overloaded += 1;
+            self.reject_new(now, tx, key, call, &req, flow, 503, &[("Retry-After", "5")]);
+            return;
+        }
+
         // Extensions we do not support (RFC 3261 §8.2.2.3).
         if let Some(list) = unsupported_requirements(&req) {
             self.reject_new(
@@ -730,6 +759,7 @@ impl Endpoint {
         };
         let offer = req.body.clone();
         let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
+        *self.pending.entry(flow.remote.ip()).or_insert(0) += 1;
         self.by_key.insert(dialog.key.clone(), call);
         self.dialogs.insert(call, dialog);
         self.invite_of.insert(call, key.clone());
@@ -862,11 +892,15 @@ impl Endpoint {
         if let Some(d) = self.dialogs.get_mut(&call) {
             if d.state == DialogState::Accepted {
                 d.state = DialogState::Confirmed;
-                if d.flow.connection.is_none() {
-                    newly_confirmed = Some(d.flow.remote);
-                }
+                newly_confirmed = Some(d.flow);
             }
         }
+        if let Some(flow) = newly_confirmed {
+            self.pending_done(flow.remote.ip());
+        }
+        let newly_confirmed = newly_confirmed
+            .filter(|f| f.connection.is_none())
+            .map(|f| f.remote);
         if let Some(source) = newly_confirmed {
             // The source answered our 2xx: it is who it claims to be (RFC 3261's ACK
             // is our return-routability check), so responses to it are no longer capped.
@@ -961,8 +995,12 @@ impl Endpoint {
         match self.dialogs.remove(&call) {
             Some(d) => {
                 self.by_key.remove(&d.key);
-                if d.state == DialogState::Confirmed && d.flow.connection.is_none() {
-                    self.unverify(d.flow.remote);
+                if d.state == DialogState::Confirmed {
+                    if d.flow.connection.is_none() {
+                        self.unverify(d.flow.remote);
+                    }
+                } else {
+                    self.pending_done(d.flow.remote.ip());
                 }
                 true
             }
@@ -1110,6 +1148,9 @@ impl Endpoint {
         self.by_key.remove(&dialog.key);
         self.invite_of.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
+        if dialog.state != DialogState::Confirmed {
+            self.pending_done(dialog.flow.remote.ip());
+        }
         // The source stays verified until our BYE's transaction ends (retransmissions).
         let verified = (dialog.state == DialogState::Confirmed && dialog.flow.connection.is_none())
             .then_some(dialog.flow.remote);

@@ -95,6 +95,7 @@ pub fn tone_share(samples: &[i16], freq: f64, rate: f64) -> f64 {
 #[derive(Default)]
 struct MediaShared {
     received: Vec<i16>,
+    arrivals: Vec<Instant>,
     digits: VecDeque<u8>,
     remote: Option<SocketAddr>,
     silent: bool,
@@ -300,6 +301,11 @@ impl Phone {
         0
     }
 
+    /// The bridge's RTP address for this call (from the SDP answer).
+    pub fn bridge_rtp(&self) -> Option<SocketAddr> {
+        self.media.lock().unwrap().remote
+    }
+
     /// The Call-ID this phone uses.
     pub fn call_id(&self) -> &str {
         &self.call_id
@@ -375,6 +381,28 @@ impl Phone {
         self.media.lock().unwrap().received.clone()
     }
 
+    /// The longest gap between two received packets since `since` (for "no gap over 60 ms").
+    pub fn max_gap_since(&self, since: Instant) -> Duration {
+        let m = self.media.lock().unwrap();
+        let times: Vec<Instant> = m.arrivals.iter().copied().filter(|&t| t >= since).collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// Packets received since `since`.
+    pub fn packets_since(&self, since: Instant) -> usize {
+        self.media
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|&&t| t >= since)
+            .count()
+    }
+
     /// The last `secs` seconds heard.
     pub fn last_heard(&self, secs: f64) -> Vec<i16> {
         let r = self.received();
@@ -419,7 +447,9 @@ fn media_loop(rtp: UdpSocket, media: Arc<Mutex<MediaShared>>, stop: Arc<AtomicBo
                     if buf[1] & 0x7f == 0 && n > start {
                         let mut out = vec![0i16; n - start];
                         Law::Ulaw.decode(&buf[start..n], &mut out);
-                        media.lock().unwrap().received.extend_from_slice(&out);
+                        let mut m = media.lock().unwrap();
+                        m.received.extend_from_slice(&out);
+                        m.arrivals.push(Instant::now());
                     }
                 }
                 Ok(_) => {}
