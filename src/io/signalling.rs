@@ -153,8 +153,7 @@ impl Signalling {
             tokio::select! {
                 r = recv => {
                     if let (Ok((n, src)), Some(udp)) = (r, &udp) {
-                        let first = buf[..n].to_vec();
-                        self.on_datagram(src, &first);
+                        self.on_datagram(src, &buf[..n]);
                         // Drain what else is queued without waking again.
                         for _ in 0..RECV_BATCH {
                             match udp.try_recv_from(&mut buf) {
@@ -164,7 +163,8 @@ impl Signalling {
                         }
                     }
                 }
-                Some(ev) = stream_events.recv() => match ev {                    StreamEvent::Message { flow, data } => {
+                Some(ev) = stream_events.recv() => match ev {
+                    StreamEvent::Message { flow, data } => {
                         let now = Instant::now();
                         let key = self.guard.key(flow.remote.ip());
                         if self.guard.allow_message(now, key) {
