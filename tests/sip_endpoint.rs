@@ -2571,25 +2571,25 @@ fn without_filters_everything_is_served() {
 }
 
 #[test]
-fn a_request_with_more_than_32_via_values_is_dropped() {
+fn a_request_with_more_than_70_via_values_is_dropped() {
     let hops = |n: usize| -> Vec<String> {
         (0..n)
             .map(|i| format!("SIP/2.0/UDP 198.51.100.{}:5060;branch=z9hG4bKhop{i}", i + 1))
             .collect()
     };
     let mut b = Bench::new();
-    // 32 values (ours on top of 31 proxies) are served.
-    let mut opt = Req::new("OPTIONS", "z9hG4bKvia32", "via32@x", 1);
-    opt.vias.extend(hops(31));
+    // 70 values (one per hop that Max-Forwards 70 allows) are served.
+    let mut opt = Req::new("OPTIONS", "z9hG4bKvia70", "via70@x", 1);
+    opt.vias.extend(hops(69));
     let out = b.deliver(0, opt.build());
     assert_eq!(codes(&out), [200]);
-    assert_eq!(response(&out[0]).vias().unwrap().len(), 32);
+    assert_eq!(response(&out[0]).vias().unwrap().len(), 70);
     assert_eq!(b.ep.counters().malformed, 0);
-    // 33, on separate lines or folded into one, are not.
-    let mut lines = Req::new("OPTIONS", "z9hG4bKvia33", "via33@x", 1);
-    lines.vias.extend(hops(32));
-    let mut one_line = Req::invite("z9hG4bKvia33i", "via33i@x");
-    one_line.vias = vec![format!("{}, {}", one_line.vias[0], hops(32).join(", "))];
+    // 71, on separate lines or folded into one, are not.
+    let mut lines = Req::new("OPTIONS", "z9hG4bKvia71", "via71@x", 1);
+    lines.vias.extend(hops(70));
+    let mut one_line = Req::invite("z9hG4bKvia71i", "via71i@x");
+    one_line.vias = vec![format!("{}, {}", one_line.vias[0], hops(70).join(", "))];
     for r in [lines, one_line] {
         let out = b.deliver(0, r.build());
         assert!(out.is_empty(), "{:?}", texts(out.iter()));

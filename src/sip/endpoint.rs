@@ -27,15 +27,15 @@ use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
 use ezk_sip_types::{Method, Name};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Methods this bridge implements (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
 
-/// Most Via values a request may carry. Real paths have a handful of hops; a request
-/// with more is hostile or broken, and answering it would send more bytes than came in.
-const MAX_VIAS: usize = 32;
+/// Most Via values a request may carry: one per hop, and Max-Forwards starts at 70
+/// (RFC 3261 §8.1.1.6), so more than 70 cannot be an honest path.
+const MAX_VIAS: usize = 70;
 
 /// Identity of an initial INVITE for merged-request detection (RFC 3261 §8.2.2.2):
 /// Call-ID, From tag, CSeq number.
@@ -212,7 +212,7 @@ pub struct Endpoint {
     invites: HashMap<TxKey, InviteEntry>,
     non_invites: HashMap<TxKey, NonInviteServer>,
     /// Our BYEs, with the verified source each keeps verified while it runs.
-    clients: HashMap<String, (NonInviteClient, Option<SocketAddr>)>,
+    clients: HashMap<String, (NonInviteClient, Vec<IpAddr>)>,
     dialogs: HashMap<CallToken, Dialog>,
     by_key: HashMap<DialogKey, CallToken>,
     /// Per call: the INVITE transaction that is pending or whose 2xx awaits its ACK.
@@ -226,9 +226,13 @@ pub struct Endpoint {
     counters: Counters,
     filters: RequestFilters,
     /// UDP sources that have not completed a transaction: what they sent us.
-    budgets: HashMap<SocketAddr, Budget>,
+    budgets: HashMap<IpAddr, Budget>,
+    /// Budget keys in insertion order, to evict the oldest when the table is full.
+    budget_order: VecDeque<IpAddr>,
+    /// The time of the latest input, for budget expiry in `poll_transmit`.
+    last_now: Option<Instant>,
     /// UDP sources with a confirmed dialog (they answered our 2xx with an ACK), counted.
-    verified: HashMap<SocketAddr, usize>,
+    verified: HashMap<IpAddr, usize>,
     /// Calls per source address whose dialog is not confirmed yet.
     pending: HashMap<std::net::IpAddr, usize>,
 }
@@ -251,6 +255,8 @@ impl Endpoint {
             counters: Counters::default(),
             filters: RequestFilters::default(),
             budgets: HashMap::new(),
+            budget_order: VecDeque::new(),
+            last_now: None,
             verified: HashMap::new(),
             pending: HashMap::new(),
         }
@@ -298,11 +304,12 @@ impl Endpoint {
         while let Some(t) = self.transmits.pop_front() {
             if !self.cfg.amplification_guard
                 || t.connection.is_some()
-                || self.verified.contains_key(&t.dest)
+                || self.verified.contains_key(&t.dest.ip())
             {
                 return Some(t);
             }
-            match self.budgets.get_mut(&t.dest) {
+            let live = |b: &&mut Budget| self.last_now.is_none_or(|now| b.expires > now);
+            match self.budgets.get_mut(&t.dest.ip()).filter(live) {
                 Some(b) if b.bytes >= t.bytes.len() => {
                     b.bytes -= t.bytes.len();
                     return Some(t);
@@ -322,11 +329,25 @@ impl Endpoint {
         }
     }
 
-    fn verify(&mut self, source: SocketAddr) {
+    fn verify(&mut self, source: IpAddr) {
         *self.verified.entry(source).or_insert(0) += 1;
     }
 
-    fn unverify(&mut self, source: SocketAddr) {
+    /// The addresses a confirmed UDP dialog talks to: where it came from, and where our
+    /// in-dialog requests go (the first route hop, when there is one).
+    fn dialog_peers(d: &Dialog) -> Vec<IpAddr> {
+        if d.flow.connection.is_some() {
+            return Vec::new();
+        }
+        let mut v = vec![d.flow.remote.ip()];
+        let hop = d.next_hop().0.ip();
+        if hop != v[0] {
+            v.push(hop);
+        }
+        v
+    }
+
+    fn unverify(&mut self, source: IpAddr) {
         if let Some(n) = self.verified.get_mut(&source) {
             *n -= 1;
             if *n == 0 {
@@ -370,19 +391,34 @@ impl Endpoint {
     pub fn handle_message(&mut self, now: Instant, flow: Flow, data: Bytes) {
         // Every UDP source's bytes are credited, verified or not: when a dialog ends
         // (BYE) its source stops being verified before our 200 goes out.
+        self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
         if flow.connection.is_none() {
+            // Keyed by address only: a reply may go to another port (no rport).
+            let ip = flow.remote.ip();
             let expires = now + self.cfg.timers.timeout();
-            if let Some(b) = self.budgets.get_mut(&flow.remote) {
-                b.bytes = (b.bytes + data.len()).min(MAX_BUDGET_BYTES);
+            if let Some(b) = self.budgets.get_mut(&ip) {
+                let kept = if b.expires > now { b.bytes } else { 0 };
+                b.bytes = (kept + data.len()).min(MAX_BUDGET_BYTES);
                 b.expires = expires;
-            } else if self.budgets.len() < MAX_BUDGETS {
+            } else {
+                // Full: the oldest entry makes room, so a flood of spoofed sources
+                // delays but never silences a real caller (its retransmission re-credits).
+                while self.budgets.len() >= MAX_BUDGETS {
+                    match self.budget_order.pop_front() {
+                        Some(old) => {
+                            self.budgets.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
                 self.budgets.insert(
-                    flow.remote,
+                    ip,
                     Budget {
                         bytes: data.len().min(MAX_BUDGET_BYTES),
                         expires,
                     },
                 );
+                self.budget_order.push_back(ip);
             }
         }
         // The parser is a third-party crate: a panic inside it must cost one message,
@@ -459,8 +495,19 @@ impl Endpoint {
         let method = req.method.clone();
         let is_ack = method == Method::ACK;
 
-        // Mandatory headers (RFC 3261 §8.1.1) and CSeq method agreement (§8.2.2? and §20.16).
-        let mandatory_ok = req.call_id().is_ok()
+        // Mandatory headers (RFC 3261 §8.1.1), each exactly once, and CSeq method
+        // agreement (§20.16); RFC 4475 §3.3.8 (multi01) wants 400 for duplicates.
+        let single = [
+            Name::CALL_ID,
+            Name::CSEQ,
+            Name::FROM,
+            Name::TO,
+            Name::MAX_FORWARDS,
+        ]
+        .iter()
+        .all(|n| req.headers.get_raw(n).count() <= 1);
+        let mandatory_ok = single
+            && req.call_id().is_ok()
             && req.from().is_ok()
             && req.to().is_ok()
             && req.cseq().map(|c| c.method == method).unwrap_or(false);
@@ -892,19 +939,16 @@ impl Endpoint {
         if let Some(d) = self.dialogs.get_mut(&call) {
             if d.state == DialogState::Accepted {
                 d.state = DialogState::Confirmed;
-                newly_confirmed = Some(d.flow);
+                newly_confirmed = Some((d.flow.remote.ip(), Self::dialog_peers(d)));
             }
         }
-        if let Some(flow) = newly_confirmed {
-            self.pending_done(flow.remote.ip());
-        }
-        let newly_confirmed = newly_confirmed
-            .filter(|f| f.connection.is_none())
-            .map(|f| f.remote);
-        if let Some(source) = newly_confirmed {
-            // The source answered our 2xx: it is who it claims to be (RFC 3261's ACK
-            // is our return-routability check), so responses to it are no longer capped.
-            self.verify(source);
+        if let Some((source, peers)) = newly_confirmed {
+            self.pending_done(source);
+            // The source answered our 2xx: it is who it claims to be (the ACK is our
+            // return-routability check), so messages to it are no longer capped.
+            for ip in peers {
+                self.verify(ip);
+            }
         }
         if let Some(pos) = self.bye_after_ack.iter().position(|c| *c == call) {
             self.bye_after_ack.swap_remove(pos);
@@ -996,8 +1040,8 @@ impl Endpoint {
             Some(d) => {
                 self.by_key.remove(&d.key);
                 if d.state == DialogState::Confirmed {
-                    if d.flow.connection.is_none() {
-                        self.unverify(d.flow.remote);
+                    for ip in Self::dialog_peers(&d) {
+                        self.unverify(ip);
                     }
                 } else {
                     self.pending_done(d.flow.remote.ip());
@@ -1152,8 +1196,11 @@ impl Endpoint {
             self.pending_done(dialog.flow.remote.ip());
         }
         // The source stays verified until our BYE's transaction ends (retransmissions).
-        let verified = (dialog.state == DialogState::Confirmed && dialog.flow.connection.is_none())
-            .then_some(dialog.flow.remote);
+        let verified = if dialog.state == DialogState::Confirmed {
+            Self::dialog_peers(&dialog)
+        } else {
+            Vec::new()
+        };
         let local = self.local(dialog.flow.transport);
         let (branch, bytes) = dialog.build_bye(local);
         let (dest, connection) = dialog.next_hop();
@@ -1211,7 +1258,7 @@ impl Endpoint {
         self.clients.retain(|_, (c, verified)| {
             let keep = !c.is_terminated();
             if !keep {
-                released.extend(verified.take());
+                released.append(verified);
             }
             keep
         });
@@ -1219,6 +1266,8 @@ impl Endpoint {
             self.unverify(source);
         }
         self.budgets.retain(|_, b| b.expires > now);
+        let budgets = &self.budgets;
+        self.budget_order.retain(|ip| budgets.contains_key(ip));
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);
             let confirmed = self

@@ -71,8 +71,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Content-Length (or its compact form `l`) from a message head; 0 when absent.
+/// Content-Length (or its compact form `l`) from a message head; 0 when absent. Two
+/// different values make the stream unframeable (RFC 4475 §3.3.9).
 fn content_length(head: &[u8]) -> Result<usize, FramingError> {
+    let mut found: Option<usize> = None;
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -84,10 +86,17 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
             if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
                 return Err(FramingError::BadContentLength);
             }
-            return Ok(value
+            let n = value
                 .iter()
-                .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')));
+                .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(FramingError::BadContentLength);
+            }
+            found = Some(n);
         }
+    }
+    if let Some(n) = found {
+        return Ok(n);
     }
     // RFC 3261 §18.3 makes Content-Length mandatory on streams; a message without it
     // is taken as having no body, which is what every sender that omits it means.

@@ -159,6 +159,16 @@ pub fn parse(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     }
 
     let available = data.len().saturating_sub(head_end);
+    // Two different Content-Length values (RFC 4475 §3.3.9, mcl01): no way to know
+    // where the body ends, so the message is refused.
+    let mut lengths = headers
+        .get_raw(&Name::CONTENT_LENGTH)
+        .map(|v| v.as_str().trim());
+    if let Some(first) = lengths.next() {
+        if lengths.any(|other| other != first) {
+            return Err(ParseError::BadContentLength);
+        }
+    }
     let body = match headers.get_raw(&Name::CONTENT_LENGTH).next() {
         Some(v) => {
             let len: usize = v
