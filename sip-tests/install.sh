@@ -8,12 +8,14 @@
 #   iproute2       ss (port checks)
 #   coreutils      timeout
 #   strace         tests/sandbox.rs: no file is written once the sandbox is up
-#   libsrtp2-dev, gcc   tests/srtp_interop.rs: byte-for-byte interop with C libsrtp2
+#   libsrtp2-dev, gcc   tests/srtp_interop.rs: byte-for-byte interop with C libsrtp2;
+#                  sip-tests/lib/srtp_shim.c: libsrtp2 SRTP for sip_ua.py (AES-GCM calls)
 #   tshark         sip-tests: proves the audio on the wire is encrypted
+#   openssl        sip-tests/selftest: certificate for the SIP/TLS stand-in
 # The bridge itself is built with cargo (Rust toolchain, not installed here).
 set -euo pipefail
 PKGS=(sip-tester baresip-core sox python3 python3-numpy iproute2 coreutils)
-PKGS+=(strace libsrtp2-dev gcc libc6-dev tshark)
+PKGS+=(strace libsrtp2-dev gcc libc6-dev tshark openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -21,6 +21,7 @@ Audio/DTMF/SRTP assertions are done by the caller script (see check_*),
 or here with --expect-dtmf / --require-srtp.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -182,6 +183,35 @@ def parse_log(path):
     for line in txt.splitlines():
         if re.search(r"srtp: no valid a=crypto|Not Acceptable|488|failed|error", line, re.I):
             r["errors"].append(line.strip()[:200])
+    # With --sip-trace the log holds every SIP message (TLS ones decrypted), each
+    # after a line "TLS|UDP|TCP src -> dst": keep the a=crypto lines of the first
+    # INVITE that carries any (our offer) and of the first 200 to an INVITE (answer).
+    r["sdp_offer_crypto"], r["sdp_answer_crypto"] = None, None
+    r["final_responses"] = []
+    block = None
+    blocks = []
+    for line in txt.splitlines():
+        if re.match(r"^(TLS|UDP|TCP) \S+ -> \S+$", line.strip()):
+            block = {"start": None, "crypto": [], "cseq": ""}
+            blocks.append(block)
+        elif block is not None:
+            if block["start"] is None and line.strip():
+                block["start"] = line.strip()
+            m = re.match(r"^a=crypto:(\d+) (\S+) inline:(\S+)", line.strip())
+            if m:   # the key itself is not kept: tag, suite, 12 hex digits of its SHA-256
+                kh = hashlib.sha256(m.group(3).encode()).hexdigest()[:12]
+                block["crypto"].append(f"{m.group(1)} {m.group(2)} key#{kh}")
+            if line.lower().startswith("cseq:"):
+                block["cseq"] = line.split(":", 1)[1].strip()
+    for b in blocks:
+        st = b["start"] or ""
+        if st.startswith("INVITE ") and b["crypto"] and r["sdp_offer_crypto"] is None:
+            r["sdp_offer_crypto"] = b["crypto"]
+        if (st.startswith("SIP/2.0 ") and b["cseq"].endswith("INVITE")
+                and not st.startswith("SIP/2.0 1")):
+            r["final_responses"].append(st)
+            if st.startswith("SIP/2.0 2") and r["sdp_answer_crypto"] is None:
+                r["sdp_answer_crypto"] = b["crypto"]
     return r
 
 

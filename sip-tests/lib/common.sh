@@ -23,6 +23,12 @@ udp_bound() { ss -Hlnu "sport = :$1" | grep -q .; }
 # wait_udp PORT SECONDS -> wait until a UDP port is bound
 wait_udp() { local i; for ((i = 0; i < ${2:-10} * 10; i++)); do udp_bound "$1" && return 0; sleep 0.1; done; return 1; }
 
+# tcp_listening PORT -> true if something listens on TCP PORT
+tcp_listening() { ss -Hlnt "sport = :$1" | grep -q .; }
+
+# wait_tcp PORT SECONDS -> wait until a TCP port is listening
+wait_tcp() { local i; for ((i = 0; i < ${2:-10} * 10; i++)); do tcp_listening "$1" && return 0; sleep 0.1; done; return 1; }
+
 # mk_tone FREQ SECONDS OUT.wav -> 48 kHz mono s16 (what baresip's aufile source wants).
 # TONE_VOL (default 0.25) keeps the sum of several callers below clipping in a mix.
 mk_tone() { sox -D -n -r 48000 -c 1 -b 16 "$3" synth "$2" sine "$1" vol "${TONE_VOL:-0.25}"; }
