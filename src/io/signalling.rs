@@ -349,7 +349,7 @@ impl Signalling {
         self.counters.rejected += 1;
         let (code, reason) = match e {
             SdpError::NoCommonCodec | SdpError::NoConnection => (488, RejectReason::NoCodec),
-            SdpError::EncryptionRequired | SdpError::SdesNeedsTls => {
+            SdpError::EncryptionRequired | SdpError::SdesNeedsTls | SdpError::SrtpOff => {
                 (488, RejectReason::NotEncrypted)
             }
             _ => (400, RejectReason::BadSdp),
@@ -402,6 +402,7 @@ impl Signalling {
         } else {
             SecurityMode::Plain
         };
+        let suite = srtp.as_ref().map(|k| k.local.suite.sdes_name());
         let media = Self::media_params(&n, srtp.clone());
         let shard = self.pick_shard();
         let seed = RtpSeed {
@@ -436,7 +437,7 @@ impl Signalling {
             .media_security
             .get_or_create(&SecurityLabels { mode })
             .inc();
-        tracing::info!(%call, codec = ?n.codec, media = ?mode, "call answered");
+        tracing::info!(%call, codec = ?n.codec, media = ?mode, suite, "call answered");
         self.endpoint.accept(now, call, &answer);
     }
 

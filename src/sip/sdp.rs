@@ -34,6 +34,9 @@ pub enum SdpError {
     /// SRTP was offered with SDES keys over an unencrypted signalling hop (488).
     #[error("SDES keys need SIP over TLS")]
     SdesNeedsTls,
+    /// Only SRTP was offered and this bridge is configured for plain RTP (488).
+    #[error("SRTP is turned off here")]
+    SrtpOff,
 }
 
 /// Media direction attribute (RFC 3264 §5.1).
@@ -329,6 +332,9 @@ pub fn negotiate(
         let crypto = match policy.encryption {
             Encryption::Off => {
                 if secure_profile {
+                    if refusal == SdpError::NoCommonCodec {
+                        refusal = SdpError::SrtpOff;
+                    }
                     continue;
                 }
                 None
@@ -521,7 +527,84 @@ a=sendrecv\r\n";
                 .unwrap();
         assert_eq!(
             negotiate(&savp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap_err(),
-            SdpError::NoCommonCodec
+            SdpError::SrtpOff
+        );
+    }
+
+    #[test]
+    fn the_policy_decides_between_srtp_and_plain() {
+        let key = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let crypto_offer = |proto: &str| {
+            SessionDescription::parse(
+                format!(
+                    "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 {proto} 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_32 {key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 {key}\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let plain =
+            SessionDescription::parse(b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n")
+                .unwrap();
+        let policy = |encryption, sdes_allowed| SecurityPolicy {
+            encryption,
+            sdes_allowed,
+        };
+        let codecs = [Codec::Pcmu];
+
+        // Required: SRTP over TLS takes the strongest suite; a plain offer is refused.
+        let n = negotiate(
+            &crypto_offer("RTP/SAVP"),
+            &codecs,
+            &policy(Encryption::Required, true),
+        )
+        .unwrap();
+        let c = n.crypto.unwrap();
+        assert_eq!((c.tag, c.suite.sdes_name()), (2, "AES_CM_128_HMAC_SHA1_80"));
+        assert_eq!(n.proto, "RTP/SAVP");
+        assert_eq!(
+            negotiate(&plain, &codecs, &policy(Encryption::Required, true)).unwrap_err(),
+            SdpError::EncryptionRequired
+        );
+        // SDES keys that came over an unencrypted hop are refused.
+        assert_eq!(
+            negotiate(
+                &crypto_offer("RTP/SAVP"),
+                &codecs,
+                &policy(Encryption::Required, false)
+            )
+            .unwrap_err(),
+            SdpError::SdesNeedsTls
+        );
+        // Best-effort SRTP (RTP/AVP with a=crypto) counts as SRTP.
+        let n = negotiate(
+            &crypto_offer("RTP/AVP"),
+            &codecs,
+            &policy(Encryption::Required, true),
+        )
+        .unwrap();
+        assert!(n.crypto.is_some());
+        // Preferred: plain is fine, SRTP is taken when offered.
+        assert!(
+            negotiate(&plain, &codecs, &policy(Encryption::Preferred, true))
+                .unwrap()
+                .crypto
+                .is_none()
+        );
+        assert!(negotiate(
+            &crypto_offer("RTP/SAVP"),
+            &codecs,
+            &policy(Encryption::Preferred, true)
+        )
+        .unwrap()
+        .crypto
+        .is_some());
+        // Off: a=crypto on RTP/AVP is ignored; RTP/SAVP alone is refused.
+        assert!(
+            negotiate(&crypto_offer("RTP/AVP"), &codecs, &SecurityPolicy::PLAIN)
+                .unwrap()
+                .crypto
+                .is_none()
         );
     }
 
