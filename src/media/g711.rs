@@ -222,6 +222,76 @@ impl Law {
     }
 }
 
+/// G.711 as a [`FrameDecoder`](crate::media::playout::FrameDecoder) for the playout
+/// buffer, with the packet loss concealment of G.711 Appendix I reduced to its core:
+/// repeat the last 10 ms, at full level for the first 10 ms of a gap, then 20 % quieter
+/// every further 10 ms, silent after 60 ms (no pitch search: cheap, and good enough for
+/// the single lost packets that matter).
+pub struct G711Decoder {
+    law: Law,
+    last: [i16; PLC_HISTORY],
+    concealed: usize,
+}
+
+/// 10 ms of history at 8 kHz.
+const PLC_HISTORY: usize = 80;
+
+impl G711Decoder {
+    /// A decoder for one law.
+    pub fn new(law: Law) -> Self {
+        G711Decoder {
+            law,
+            last: [0; PLC_HISTORY],
+            concealed: 0,
+        }
+    }
+
+    /// The law decoded.
+    pub fn law(&self) -> Law {
+        self.law
+    }
+}
+
+impl crate::media::playout::FrameDecoder for G711Decoder {
+    fn decode(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<i16>,
+    ) -> Result<(), crate::media::playout::DecodeError> {
+        let start = out.len();
+        out.resize(start + payload.len(), 0);
+        self.law.decode(payload, &mut out[start..]);
+        let decoded = &out[start..];
+        if decoded.len() >= PLC_HISTORY {
+            self.last
+                .copy_from_slice(&decoded[decoded.len() - PLC_HISTORY..]);
+        } else {
+            self.last.rotate_left(decoded.len());
+            self.last[PLC_HISTORY - decoded.len()..].copy_from_slice(decoded);
+        }
+        self.concealed = 0;
+        Ok(())
+    }
+
+    fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
+        for i in 0..samples {
+            let step = (self.concealed + i) / PLC_HISTORY;
+            // Full level for the first 10 ms, then 20 % less per 10 ms: 0 after 60 ms.
+            let gain = 1.0f32 - 0.2 * step as f32;
+            let s = self.last[(self.concealed + i) % PLC_HISTORY];
+            out.push((f32::from(s) * gain.max(0.0)) as i16);
+        }
+        self.concealed = self.concealed.saturating_add(samples);
+    }
+}
+
+impl Drop for G711Decoder {
+    fn drop(&mut self) {
+        // Audio is wiped when freed (architecture §5, invariant 5).
+        zeroize::Zeroize::zeroize(&mut self.last);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +562,28 @@ mod tests {
     fn payload_types_follow_rfc_3551() {
         assert_eq!(Law::Ulaw.payload_type(), 0);
         assert_eq!(Law::Alaw.payload_type(), 8);
+    }
+
+    #[test]
+    fn decoder_conceals_with_a_fading_repeat_of_the_last_10_ms() {
+        use crate::media::playout::FrameDecoder;
+        let mut d = G711Decoder::new(Law::Ulaw);
+        let frame: Vec<u8> = (0..160)
+            .map(|i| ulaw_encode((i as i16 - 80) * 100))
+            .collect();
+        let mut out = Vec::with_capacity(1000);
+        d.decode(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), 160);
+        let last10 = out[80..].to_vec();
+        out.clear();
+        d.conceal(480, None, &mut out);
+        // First 10 ms: the last 10 ms again, at full level.
+        assert_eq!(&out[..80], &last10[..]);
+        // Fading: 20 % less per 10 ms, silent by 60 ms.
+        assert!(out[80..160]
+            .iter()
+            .zip(&last10)
+            .all(|(a, b)| a.abs() <= b.abs()));
+        assert!(out[400..].iter().all(|&s| s == 0));
     }
 }

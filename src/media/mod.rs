@@ -4,6 +4,9 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod g722;
 pub mod jitter;
+pub mod playout;
+pub mod resample;
 pub mod rtp;
 pub mod srtp;
