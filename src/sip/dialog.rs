@@ -88,6 +88,10 @@ impl Dialog {
                 })
                 .to_string()
             })
+            // A Contact our own parser would refuse as a Request-URI (e.g. an empty
+            // parameter value, `;transport=`) would make our BYE unparseable for a
+            // strict peer: use the source address instead.
+            .filter(|target| usable_request_uri(target))
             .unwrap_or_else(|| format!("sip:{}", source));
         let route_set = req.record_route();
         let first_hop = req
@@ -155,5 +159,27 @@ impl Dialog {
         let _ = write!(s, "CSeq: {} BYE\r\n", self.local_cseq);
         s.push_str("User-Agent: sotto\r\nContent-Length: 0\r\n\r\n");
         (branch, s.into_bytes())
+    }
+}
+
+/// Whether `uri` is accepted as a Request-URI by our own parser.
+fn usable_request_uri(uri: &str) -> bool {
+    let line = format!("BYE {uri} SIP/2.0\r\n\r\n");
+    matches!(
+        super::message::parse(bytes::Bytes::from(line), &super::message::Limits::default()),
+        Ok(super::message::Message::Request(r)) if r.uri.is_some()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_uris_that_would_not_parse_back_are_not_used_as_targets() {
+        assert!(usable_request_uri("sip:alice@10.0.0.2:5070;transport=tcp"));
+        assert!(usable_request_uri("sip:alice@10.0.0.2;lr"));
+        assert!(!usable_request_uri("sip:alice@10.0.0.2;transport="));
+        assert!(!usable_request_uri("tel:+4930123"));
     }
 }
