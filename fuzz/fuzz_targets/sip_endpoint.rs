@@ -69,35 +69,6 @@ fn trace() -> bool {
     *TRACE.get_or_init(|| std::env::var_os("SOTTO_FUZZ_TRACE").is_some())
 }
 
-/// Whether the known finding `id` (docs/fuzzing.md, "Findings") is to be let through,
-/// so that a long run can look past it before it is fixed: `SOTTO_FUZZ_ALLOW=id,...`.
-/// Empty by default: CI and smoke runs report every finding.
-fn allowed(id: &str) -> bool {
-    static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
-    ALLOW
-        .get_or_init(|| {
-            std::env::var("SOTTO_FUZZ_ALLOW")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .iter()
-        .any(|a| a == id)
-}
-
-/// Finding `empty-uri-param`: a request line whose URI has a parameter with an empty
-/// value (`;transport=`), copied from the caller's Contact into our BYE.
-fn has_empty_uri_param(bytes: &[u8]) -> bool {
-    let line = first_line(bytes);
-    let uri = line.split(' ').nth(1).unwrap_or_default();
-    uri.split(';')
-        .skip(1)
-        .any(|param| param.ends_with('=') || param.contains("=?") || param.contains("=&"))
-}
-
 fn first_line(bytes: &[u8]) -> String {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     String::from_utf8_lossy(line).trim_end().to_string()
@@ -301,7 +272,6 @@ impl Bench {
                     }
                 }
             }
-            Err(_) if allowed("empty-uri-param") && has_empty_uri_param(&t.bytes) => {}
             Err(e) => panic!(
                 "the endpoint sent something unparseable ({e}):\n{}",
                 String::from_utf8_lossy(&t.bytes)
