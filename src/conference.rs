@@ -7,16 +7,30 @@
 //! keep their sockets in a parallel table; a member (with its state) can be taken out
 //! and adopted by another shard when the PIN puts it in a room that lives there.
 //!
-//! Per tick, in order: IVR timers; jitter buffers give one frame per member; each room
-//! sums its members' frames once; each member gets a prompt frame, or the room's sum
-//! minus its own frame, or (if it did not speak) the shared full mix, encoded once per
-//! codec; then the RTP packet is written into the member's send buffer. No allocation
-//! and no lock on this path.
+//! Per tick, in order:
+//! 1. IVR timers and media timeouts;
+//! 2. each joined member's adaptive playout buffer gives one 20 ms frame at the
+//!    member's own rate (decoding, or concealing a loss with PLC or Opus FEC), and its
+//!    level feeds the noise gate and the speaker selection;
+//! 3. each room keeps its loudest `max_speakers` members (with hysteresis) as speakers,
+//!    resamples only their frames to the room's rate (the highest rate any member
+//!    needs: 8, 16 or 48 kHz) and sums them once; each speaker gets the sum minus its
+//!    own frame, resampled back to its rate and encoded by its own encoder;
+//! 4. every listener hears the full sum, resampled and encoded ONCE per distinct
+//!    format ([`EncoderKey`]: codec, rate, Opus parameters) in the room, so encoder
+//!    runs per tick are at most (speakers + 1) × formats, whatever the room's size;
+//!    prompts (IVR, join tone) override the mix with the member's own encode;
+//! 5. each member's RTP packet (own SSRC, sequence, timestamp and SRTP context) is
+//!    written into its send buffer.
+//!
+//! Allocation happens only when membership or formats change (join, leave, re-INVITE),
+//! never on the per-tick path.
 
 use crate::config::Codec;
+use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::DtmfReceiver;
-use crate::media::g711::Law;
-use crate::media::jitter::JitterBuffer;
+use crate::media::playout::{Playout, PlayoutBuffer};
+use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
 use crate::media::srtp::{CryptoAttribute, SrtpContext};
 use crate::mixer::Mixer;
@@ -29,14 +43,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroize;
 
-/// Samples per 20 ms frame at 8 kHz.
-pub const FRAME_SAMPLES: usize = 160;
+/// Rate of the prompts (espeak-ng output, resampled when loaded): 8 kHz.
+pub const PROMPT_RATE: u32 = 8000;
 
-/// Largest RTP packet we write: 12-byte header plus a 160-byte G.711 frame, with room to spare.
-const MAX_PACKET: usize = 512;
+/// Samples of a 20 ms prompt frame.
+const PROMPT_FRAME: usize = PROMPT_RATE as usize / 50;
 
-/// Largest decoded payload we accept in one packet (120 ms of G.711; RFC 3551 §4.5 frames).
-const MAX_DECODE: usize = 960;
+/// Largest RTP packet we write: header, the largest payload, an SRTP tag, and room to spare.
+const MAX_PACKET: usize = 12 + MAX_PAYLOAD + 64;
+
+/// Ticks the noise gate stays open after the last frame above it (200 ms), so that
+/// speakers are not cut between words.
+const GATE_HANGOVER_TICKS: u16 = 10;
+
+/// How much louder (smoothed level, dB) a candidate must be than the quietest current
+/// speaker to take its place: the hysteresis that keeps speakers from flapping.
+const SWITCH_MARGIN_DB: f32 = 6.0;
+
+/// Ticks a speaker keeps its place at least (400 ms) before a louder one may take it.
+const MIN_SPEAKER_TICKS: u64 = 20;
+
+/// Level of digital silence in the level estimates, dB below full scale.
+const SILENCE_DBOV: f32 = -96.0;
+
+/// Speech level automatic gain aims at (ITU-T P.56 active speech level of a typical
+/// telephone talker), and the most it may amplify or attenuate.
+const AUTO_GAIN_TARGET_DBOV: f32 = -26.0;
+const AUTO_GAIN_MAX_DB: f32 = 12.0;
+const AUTO_GAIN_MIN_DB: f32 = -6.0;
+/// Gain change per tick, dB: 5 dB/s, slow enough not to pump.
+const AUTO_GAIN_STEP_DB: f32 = 0.1;
 
 /// Index of a room in the config's room list.
 pub type RoomKey = usize;
@@ -44,12 +80,34 @@ pub type RoomKey = usize;
 /// Shard settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ConferenceSettings {
-    /// Jitter-buffer delay in samples.
-    pub jitter_delay_samples: u32,
+    /// Lower bound of the playout buffers' target delay.
+    pub jitter_min: Duration,
+    /// Upper bound of the playout buffers' target delay.
+    pub jitter_max: Duration,
     /// No RTP for this long ends the call.
     pub rtp_timeout: Duration,
     /// IVR settings.
     pub ivr: IvrSettings,
+    /// Most members mixed at once per room.
+    pub max_speakers: usize,
+    /// Frames quieter than this (RMS, dBov) do not open a member's noise gate.
+    pub noise_gate_dbov: f32,
+    /// Per-member automatic gain.
+    pub auto_gain: bool,
+}
+
+impl Default for ConferenceSettings {
+    fn default() -> Self {
+        ConferenceSettings {
+            jitter_min: Duration::from_millis(20),
+            jitter_max: Duration::from_millis(200),
+            rtp_timeout: Duration::from_secs(30),
+            ivr: IvrSettings::default(),
+            max_speakers: 3,
+            noise_gate_dbov: -50.0,
+            auto_gain: false,
+        }
+    }
 }
 
 /// SDES keys of an SRTP call: the caller's (to unprotect) and ours (to protect).
@@ -66,6 +124,8 @@ pub struct SrtpKeys {
 pub struct MediaParams {
     /// Codec.
     pub codec: Codec,
+    /// The caller's fmtp parameters for it (Opus reads them).
+    pub fmtp: Option<String>,
     /// Payload type the caller uses for it.
     pub payload_type: u8,
     /// telephone-event payload type.
@@ -98,7 +158,7 @@ pub enum HangupReason {
     PinFailed,
     /// No RTP for the configured time.
     MediaTimeout,
-    /// The negotiated media could not be set up (unusable SRTP keys).
+    /// The negotiated media could not be set up (unusable SRTP keys or codec).
     MediaSetupFailed,
 }
 
@@ -134,6 +194,12 @@ pub struct MediaCounters {
     pub sent: u64,
     /// SRTP packets that failed authentication or the replay check (dropped).
     pub srtp_rejected: u64,
+    /// Encoder runs (one per encoded 20 ms frame, shared or own).
+    pub encoder_runs: u64,
+    /// Frames played from received audio.
+    pub frames_decoded: u64,
+    /// Frames concealed (PLC or FEC) in place of lost or late packets.
+    pub frames_concealed: u64,
 }
 
 enum Phase {
@@ -146,10 +212,85 @@ struct Playback {
     current: Option<(Arc<[i16]>, usize)>,
 }
 
+/// A member's level, noise gate and speaker state.
+#[derive(Debug, Clone, Copy)]
+struct Voice {
+    /// This tick's frame level, dBov.
+    frame_db: f32,
+    /// Smoothed level (fast attack, slow release), dBov: what speakers are ranked by.
+    level_db: f32,
+    /// Ticks the gate stays open.
+    hang: u16,
+    /// Whether the member is one of its room's speakers.
+    speaking: bool,
+    /// Tick at which it became a speaker.
+    since: u64,
+    /// Automatic gain in dB (0 when off).
+    gain_db: f32,
+}
+
+impl Voice {
+    fn new() -> Voice {
+        Voice {
+            frame_db: SILENCE_DBOV,
+            level_db: SILENCE_DBOV,
+            hang: 0,
+            speaking: false,
+            since: 0,
+            gain_db: 0.0,
+        }
+    }
+
+    fn gate_open(&self) -> bool {
+        self.hang > 0
+    }
+
+    /// Takes this tick's frame level.
+    fn update(&mut self, frame_db: f32, gate_db: f32, auto_gain: bool) {
+        self.frame_db = frame_db;
+        self.level_db = if frame_db > self.level_db {
+            // Attack within a couple of ticks: a new talker is heard at once.
+            0.5 * (self.level_db + frame_db)
+        } else {
+            0.9 * self.level_db + 0.1 * frame_db
+        };
+        if frame_db > gate_db {
+            self.hang = GATE_HANGOVER_TICKS;
+            if auto_gain {
+                let wanted =
+                    (AUTO_GAIN_TARGET_DBOV - frame_db).clamp(AUTO_GAIN_MIN_DB, AUTO_GAIN_MAX_DB);
+                let step = (wanted - self.gain_db).clamp(-AUTO_GAIN_STEP_DB, AUTO_GAIN_STEP_DB);
+                self.gain_db += step;
+            }
+        } else {
+            self.hang = self.hang.saturating_sub(1);
+        }
+    }
+}
+
+/// RMS level of a frame in dB below full scale.
+fn level_dbov(frame: &[i16]) -> f32 {
+    if frame.is_empty() {
+        return SILENCE_DBOV;
+    }
+    let energy: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    let mean = energy as f64 / frame.len() as f64;
+    if mean < 1.0 {
+        return SILENCE_DBOV;
+    }
+    (10.0 * (mean / (32768.0 * 32768.0)).log10()).max(f64::from(SILENCE_DBOV)) as f32
+}
+
+/// A resampler between two supported rates (Format guarantees them); `None` would only
+/// come from a bug, and then the member's audio is left out rather than the thread lost.
+fn resampler(from: u32, to: u32) -> Option<Resampler> {
+    Resampler::new(from, to).ok()
+}
+
 /// One caller's media state; it moves with the caller between shards.
 pub struct Member {
     token: CallToken,
-    law: Law,
+    format: Format,
     payload_type: u8,
     telephone_event: Option<u8>,
     remote: Option<SocketAddr>,
@@ -159,16 +300,29 @@ pub struct Member {
     send: bool,
     receive: bool,
     sender: RtpSender,
-    jitter: JitterBuffer,
+    playout: PlayoutBuffer,
+    decoder: Decoder,
+    /// Own encoder: prompts, and the mix minus own while speaking.
+    encoder: Encoder,
     dtmf: DtmfReceiver,
     last_rx: Instant,
     timed_out: bool,
     phase: Phase,
     playback: Playback,
-    in_frame: [i16; FRAME_SAMPLES],
+    /// Prompts (8 kHz) to the member's rate.
+    prompt_up: Option<Resampler>,
+    /// The member's rate to its room's (speakers only), and back.
+    up: Option<Resampler>,
+    down: Option<Resampler>,
+    voice: Voice,
+    /// This tick's decoded frame at the member's rate.
+    native: Box<[i16]>,
+    /// The same frame at the room's rate (speakers only).
+    mixed: Box<[i16]>,
+    /// What the member hears this tick at its rate, when it needs its own encode.
+    out: Box<[i16]>,
     has_audio: bool,
-    out_frame: [i16; FRAME_SAMPLES],
-    packet: [u8; MAX_PACKET],
+    packet: Box<[u8]>,
     packet_len: usize,
 }
 
@@ -180,10 +334,18 @@ impl Member {
 
     /// Wipes the per-tick audio (frames and the last packet) and the digit state.
     fn wipe(&mut self) {
-        self.in_frame.zeroize();
-        self.out_frame.zeroize();
+        self.native.zeroize();
+        self.mixed.zeroize();
+        self.out.zeroize();
         self.packet.zeroize();
         self.dtmf.reset();
+    }
+
+    fn phase_room(&self) -> Option<RoomKey> {
+        match self.phase {
+            Phase::Joined(r) => Some(r),
+            Phase::Ivr(_) => None,
+        }
     }
 }
 
@@ -198,6 +360,7 @@ impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Member")
             .field("token", &self.token)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -209,34 +372,69 @@ fn srtp_contexts(keys: SrtpKeys) -> Option<(SrtpKeys, SrtpContext, SrtpContext)>
     Some((keys, inbound, outbound))
 }
 
-fn law_of(codec: Codec) -> Law {
-    match codec {
-        Codec::Pcmu => Law::Ulaw,
-        Codec::Pcma => Law::Alaw,
+/// The room's one encode of the full mix for all listeners of one format.
+struct SharedEncode {
+    key: EncoderKey,
+    encoder: Encoder,
+    /// Room rate to the format's rate.
+    down: Option<Resampler>,
+    pcm: Box<[i16]>,
+    payload: Box<[u8]>,
+    len: usize,
+    /// Encoded this tick.
+    ready: bool,
+    /// Encoded last tick: if not, the resampler's and encoder's history is stale.
+    fresh: bool,
+}
+
+impl SharedEncode {
+    fn new(key: EncoderKey, room_rate: u32) -> Option<SharedEncode> {
+        Some(SharedEncode {
+            key,
+            encoder: Encoder::new(key).ok()?,
+            down: resampler(room_rate, key.rate),
+            pcm: vec![0; MAX_FRAME].into_boxed_slice(),
+            payload: vec![0; MAX_PAYLOAD].into_boxed_slice(),
+            len: 0,
+            ready: false,
+            fresh: false,
+        })
+    }
+
+    fn wipe(&mut self) {
+        self.pcm.zeroize();
+        self.payload.zeroize();
+        self.encoder.reset();
     }
 }
 
 struct Room {
     members: Vec<usize>,
-    /// The full mix of this tick, encoded once per law for every listener.
-    full_pcm: [i16; FRAME_SAMPLES],
-    full_encoded: [[u8; FRAME_SAMPLES]; 2],
-    encoded_ready: [bool; 2],
+    /// Mixing rate: the highest any member needs.
+    rate: u32,
+    /// Slots of the members mixed this tick.
+    speakers: Vec<usize>,
+    /// The full mix of this tick at the room's rate.
+    full: Box<[i16]>,
+    shared: Vec<SharedEncode>,
 }
 
 impl Room {
     fn wipe(&mut self) {
-        self.full_pcm.zeroize();
-        self.full_encoded.zeroize();
+        self.full.zeroize();
+        for s in &mut self.shared {
+            s.wipe();
+        }
+    }
+
+    fn frame(&self) -> usize {
+        self.rate as usize / 50
     }
 }
 
-impl Drop for Conference {
+impl Drop for Room {
     fn drop(&mut self) {
-        for r in self.rooms.values_mut() {
-            r.wipe();
-        }
-        self.decode.zeroize();
+        self.wipe();
     }
 }
 
@@ -248,10 +446,30 @@ pub struct Conference {
     free: Vec<usize>,
     by_token: HashMap<CallToken, usize>,
     rooms: HashMap<RoomKey, Room>,
-    mixer: Mixer,
-    decode: Vec<i16>,
+    /// One mixer per frame length (8, 16 and 48 kHz).
+    mixers: [Mixer; 3],
+    /// Scratch: candidates for speaker selection, and one frame of audio.
+    candidates: Vec<usize>,
+    scratch: Box<[i16]>,
+    /// Scratch: one encoded payload.
+    payload: Box<[u8]>,
     events: VecDeque<ConferenceEvent>,
     counters: MediaCounters,
+    ticks: u64,
+}
+
+impl Drop for Conference {
+    fn drop(&mut self) {
+        self.scratch.zeroize();
+    }
+}
+
+fn mixer_index(rate: u32) -> usize {
+    match rate {
+        0..=8000 => 0,
+        8001..=16_000 => 1,
+        _ => 2,
+    }
 }
 
 impl Conference {
@@ -264,10 +482,13 @@ impl Conference {
             free: Vec::new(),
             by_token: HashMap::new(),
             rooms: HashMap::new(),
-            mixer: Mixer::new(FRAME_SAMPLES),
-            decode: vec![0; MAX_DECODE],
+            mixers: [Mixer::new(160), Mixer::new(320), Mixer::new(MAX_FRAME)],
+            candidates: Vec::with_capacity(64),
+            scratch: vec![0; MAX_FRAME].into_boxed_slice(),
+            payload: vec![0; MAX_PAYLOAD].into_boxed_slice(),
             events: VecDeque::new(),
             counters: MediaCounters::default(),
+            ticks: 0,
         }
     }
 
@@ -291,6 +512,24 @@ impl Conference {
         self.rooms.get(&room).map_or(0, |r| r.members.len())
     }
 
+    /// The rate a room mixes at (0 if it has no members here).
+    pub fn room_rate(&self, room: RoomKey) -> u32 {
+        self.rooms.get(&room).map_or(0, |r| r.rate)
+    }
+
+    /// How many members of a room are mixed this tick.
+    pub fn speakers(&self, room: RoomKey) -> usize {
+        self.rooms.get(&room).map_or(0, |r| r.speakers.len())
+    }
+
+    /// Whether a call is one of its room's speakers this tick.
+    pub fn is_speaker(&self, call: CallToken) -> bool {
+        self.by_token
+            .get(&call)
+            .and_then(|&s| self.slots.get(s)?.as_ref())
+            .is_some_and(|m| m.voice.speaking)
+    }
+
     /// The slot a call's member occupies.
     pub fn slot_of(&self, call: CallToken) -> Option<usize> {
         self.by_token.get(&call).copied()
@@ -311,8 +550,19 @@ impl Conference {
         self.by_token.insert(token, slot);
         slot
     }
+
+    fn playout_for(&self, format: Format) -> PlayoutBuffer {
+        PlayoutBuffer::new(
+            format.codec.clock_rate(),
+            format.rate,
+            format.frame_samples(),
+            self.settings.jitter_min,
+            self.settings.jitter_max,
+        )
+    }
+
     /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot,
-    /// or `None` when the SRTP keys cannot be used (the caller should hang up).
+    /// or `None` when the SRTP keys or the codec cannot be used (the caller should hang up).
     pub fn add_member(
         &mut self,
         now: Instant,
@@ -320,14 +570,14 @@ impl Conference {
         media: MediaParams,
         seed: RtpSeed,
     ) -> Option<usize> {
-        let law = law_of(media.codec);
+        let format = Format::new(media.codec, media.fmtp.as_deref());
         let srtp = match media.srtp {
             Some(keys) => Some(srtp_contexts(keys)?),
             None => None,
         };
         let member = Member {
             token: call,
-            law,
+            format,
             payload_type: media.payload_type,
             telephone_event: media.telephone_event,
             remote: media.remote,
@@ -336,8 +586,9 @@ impl Conference {
             send: media.send,
             receive: media.receive,
             sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
-            // One second of ring: far more than any sane jitter, bounded memory.
-            jitter: JitterBuffer::new(8000, self.settings.jitter_delay_samples),
+            playout: self.playout_for(format),
+            decoder: Decoder::new(format).ok()?,
+            encoder: Encoder::new(format).ok()?,
             dtmf: DtmfReceiver::new(),
             last_rx: now,
             timed_out: false,
@@ -346,10 +597,15 @@ impl Conference {
                 queue: VecDeque::with_capacity(4),
                 current: None,
             },
-            in_frame: [0; FRAME_SAMPLES],
+            prompt_up: resampler(PROMPT_RATE, format.rate),
+            up: None,
+            down: None,
+            voice: Voice::new(),
+            native: vec![0; MAX_FRAME].into_boxed_slice(),
+            mixed: vec![0; MAX_FRAME].into_boxed_slice(),
+            out: vec![0; MAX_FRAME].into_boxed_slice(),
             has_audio: false,
-            out_frame: [0; FRAME_SAMPLES],
-            packet: [0; MAX_PACKET],
+            packet: vec![0; MAX_PACKET].into_boxed_slice(),
             packet_len: 0,
         };
         let slot = self.insert(member);
@@ -376,10 +632,11 @@ impl Conference {
         // The frames are per tick and need not travel; wiping them first means the copy
         // the move leaves in the slot holds no audio.
         self.slots.get_mut(slot)?.as_mut()?.wipe();
-        let member = self.slots.get_mut(slot)?.take()?;
+        let mut member = self.slots.get_mut(slot)?.take()?;
         if let Phase::Joined(room) = member.phase {
             self.leave_room(room, slot);
         }
+        member.voice = Voice::new();
         self.free.push(slot);
         Some((slot, Box::new(member)))
     }
@@ -395,9 +652,49 @@ impl Conference {
     fn leave_room(&mut self, room: RoomKey, slot: usize) {
         if let Some(r) = self.rooms.get_mut(&room) {
             r.members.retain(|&s| s != slot);
+            r.speakers.retain(|&s| s != slot);
             if r.members.is_empty() {
-                r.wipe();
                 self.rooms.remove(&room);
+            } else {
+                self.refresh_room(room);
+            }
+        }
+    }
+
+    /// After a membership or format change: the room's rate, every member's resamplers
+    /// to and from it, and one shared encode per format its members use.
+    fn refresh_room(&mut self, room: RoomKey) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let members: Vec<usize> = r.members.clone();
+        let formats: Vec<Format> = members
+            .iter()
+            .filter_map(|&s| self.slots.get(s)?.as_ref().map(|m| m.format))
+            .collect();
+        let rate = formats.iter().map(|f| f.rate).max().unwrap_or(8000);
+        let rate_changed = rate != r.rate;
+        r.rate = rate;
+        if rate_changed {
+            r.full.zeroize();
+            r.shared.clear();
+        }
+        r.shared.retain(|s| formats.contains(&s.key));
+        for f in &formats {
+            if !r.shared.iter().any(|s| s.key == *f) {
+                if let Some(s) = SharedEncode::new(*f, rate) {
+                    r.shared.push(s);
+                }
+            }
+        }
+        for s in members {
+            if let Some(m) = self.slots.get_mut(s).and_then(Option::as_mut) {
+                let stale = m.up.as_ref().is_none_or(|u| u.to_hz() != rate)
+                    || m.up.as_ref().is_none_or(|u| u.from_hz() != m.format.rate);
+                if stale {
+                    m.up = resampler(m.format.rate, rate);
+                    m.down = resampler(rate, m.format.rate);
+                }
             }
         }
     }
@@ -410,9 +707,10 @@ impl Conference {
         let alone = self.rooms.get(&room).is_none_or(|r| r.members.is_empty());
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: Vec::new(),
-            full_pcm: [0; FRAME_SAMPLES],
-            full_encoded: [[0; FRAME_SAMPLES]; 2],
-            encoded_ready: [false; 2],
+            rate: 0,
+            speakers: Vec::new(),
+            full: vec![0; MAX_FRAME].into_boxed_slice(),
+            shared: Vec::new(),
         });
         if !r.members.contains(&slot) {
             r.members.push(slot);
@@ -421,13 +719,16 @@ impl Conference {
             return;
         };
         m.phase = Phase::Joined(room);
-        m.jitter.reset();
+        m.playout.reset();
+        m.decoder.reset();
+        m.voice = Voice::new();
         m.playback.current = None;
         m.playback.queue.clear();
         m.playback.queue.push_back(Prompt::JoinTone);
         if alone {
             m.playback.queue.push_back(Prompt::FirstParticipant);
         }
+        self.refresh_room(room);
     }
 
     /// The verification of the member's PIN attempt: `ok` false means wrong PIN.
@@ -444,6 +745,7 @@ impl Conference {
         }
         self.run_ivr(now, slot);
     }
+
     /// A re-INVITE changed the member's media.
     pub fn update_media(&mut self, call: CallToken, media: MediaParams) {
         let new_srtp = match media.srtp {
@@ -461,21 +763,37 @@ impl Conference {
             },
             None => None,
         };
+        let format = Format::new(media.codec, media.fmtp.as_deref());
         let Some(&slot) = self.by_token.get(&call) else {
             return;
         };
+        let playout = self.playout_for(format);
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        m.law = law_of(media.codec);
+        let mut usable = true;
+        if format != m.format {
+            match (Decoder::new(format), Encoder::new(format)) {
+                (Ok(decoder), Ok(encoder)) => {
+                    m.format = format;
+                    m.decoder = decoder;
+                    m.encoder = encoder;
+                    m.playout = playout;
+                    m.prompt_up = resampler(PROMPT_RATE, format.rate);
+                    m.up = None;
+                    m.down = None;
+                }
+                _ => usable = false,
+            }
+        }
         m.payload_type = media.payload_type;
         m.sender.set_payload_type(media.payload_type);
         m.telephone_event = media.telephone_event;
         if m.latched.is_none() {
             m.remote = media.remote;
         }
-        m.send = media.send;
-        m.receive = media.receive;
+        m.send = media.send && usable;
+        m.receive = media.receive && usable;
         match new_srtp {
             Some(Some(contexts)) => m.srtp = Some(contexts),
             // Keys that cannot be used: stop the media rather than fall back to plain.
@@ -484,6 +802,9 @@ impl Conference {
                 m.receive = false;
             }
             None => {}
+        }
+        if let Some(room) = m.phase_room() {
+            self.refresh_room(room);
         }
     }
 
@@ -524,6 +845,7 @@ impl Conference {
         }
         let _ = now;
     }
+
     /// One received datagram on the member's RTP port (decrypted in place for SRTP).
     pub fn handle_rtp(&mut self, now: Instant, slot: usize, source: SocketAddr, packet: &mut [u8]) {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
@@ -559,9 +881,10 @@ impl Conference {
                 return;
             }
             Some((_, ssrc)) if ssrc != header.ssrc => {
-                // Same source, new stream (a phone restarting its sender): start over.
+                // Same source, new stream (a phone restarting its sender): the playout
+                // buffer resynchronises on the SSRC; the codec starts afresh.
                 m.latched = Some((source, header.ssrc));
-                m.jitter.reset();
+                m.decoder.reset();
                 m.dtmf = DtmfReceiver::new();
             }
             Some(_) => {}
@@ -589,14 +912,27 @@ impl Conference {
         if !m.receive || !matches!(m.phase, Phase::Joined(_)) {
             return;
         }
-        let n = payload.len().min(self.decode.len());
-        m.law.decode(&payload[..n], &mut self.decode[..n]);
-        m.jitter.push(header.timestamp, &self.decode[..n]);
+        m.playout.push(
+            now,
+            header.sequence,
+            header.timestamp,
+            header.ssrc,
+            header.marker,
+            payload,
+        );
     }
 
     /// One mixing tick: every member gets its next frame written as an RTP packet.
     pub fn handle_tick(&mut self, now: Instant) {
-        // IVR timers and media timeouts.
+        self.ticks += 1;
+        self.timers(now);
+        self.take_input(now);
+        self.mix_rooms();
+        self.write_output(now);
+    }
+
+    /// IVR timers and media timeouts.
+    fn timers(&mut self, now: Instant) {
         for slot in 0..self.slots.len() {
             let Some(m) = self.slots[slot].as_mut() else {
                 continue;
@@ -618,91 +954,149 @@ impl Conference {
                 }
             }
         }
+    }
 
-        // Input: one frame per joined member.
+    /// One frame per joined member from its playout buffer, and its level.
+    fn take_input(&mut self, now: Instant) {
+        let gate = self.settings.noise_gate_dbov;
+        let auto_gain = self.settings.auto_gain;
         for m in self.slots.iter_mut().flatten() {
             m.has_audio = false;
-            if matches!(m.phase, Phase::Joined(_)) && m.receive {
-                m.has_audio = m.jitter.pop(&mut m.in_frame);
+            if !(matches!(m.phase, Phase::Joined(_)) && m.receive) {
+                continue;
             }
+            let n = m.format.frame_samples();
+            let played = m.playout.pop(now, &mut m.decoder, &mut m.native[..n]);
+            match played {
+                Playout::Audio => self.counters.frames_decoded += 1,
+                Playout::Concealed => self.counters.frames_concealed += 1,
+                Playout::Silence => {}
+            }
+            m.has_audio = played != Playout::Silence;
+            let db = if m.has_audio {
+                level_dbov(&m.native[..n])
+            } else {
+                SILENCE_DBOV
+            };
+            m.voice.update(db, gate, auto_gain);
         }
+    }
 
-        // Mix each room, then give each member its output frame.
-        for room in self.rooms.values_mut() {
-            self.mixer.clear();
-            for &s in &room.members {
-                if let Some(m) = self.slots.get(s).and_then(Option::as_ref) {
-                    if m.has_audio {
-                        self.mixer.add(&m.in_frame);
-                    }
-                }
-            }
-            self.mixer.full_mix(&mut room.full_pcm);
-            room.encoded_ready = [false; 2];
-            for &s in &room.members {
-                let Some(m) = self.slots.get_mut(s).and_then(Option::as_mut) else {
+    /// Speaker selection, the sum of the speakers, and each speaker's own mix.
+    fn mix_rooms(&mut self) {
+        let Conference {
+            settings,
+            slots,
+            rooms,
+            mixers,
+            candidates,
+            scratch,
+            ticks,
+            ..
+        } = self;
+        for room in rooms.values_mut() {
+            select_speakers(room, slots, candidates, settings.max_speakers, *ticks);
+            let n_room = room.frame();
+            let mixer = &mut mixers[mixer_index(room.rate)];
+            mixer.clear();
+            for &s in &room.speakers {
+                let Some(m) = slots.get_mut(s).and_then(Option::as_mut) else {
                     continue;
                 };
-                if m.has_audio {
-                    self.mixer.minus_own(&m.in_frame, &mut m.out_frame);
-                } else {
-                    m.out_frame = room.full_pcm;
+                let n = m.format.frame_samples();
+                let converted = match m.up.as_mut() {
+                    Some(up) => up.process(&m.native[..n], &mut m.mixed[..n_room]),
+                    None => 0,
+                };
+                m.mixed[converted..n_room].fill(0);
+                if settings.auto_gain && m.voice.gain_db != 0.0 {
+                    let g = 10f32.powf(m.voice.gain_db / 20.0);
+                    for x in &mut m.mixed[..n_room] {
+                        *x = (f32::from(*x) * g).clamp(-32768.0, 32767.0) as i16;
+                    }
                 }
+                mixer.add(&m.mixed[..n_room]);
             }
+            mixer.full_mix(&mut room.full[..n_room]);
+            for s in &mut room.shared {
+                s.fresh = s.ready;
+                s.ready = false;
+            }
+            for &s in &room.speakers {
+                let Some(m) = slots.get_mut(s).and_then(Option::as_mut) else {
+                    continue;
+                };
+                mixer.minus_own(&m.mixed[..n_room], &mut scratch[..n_room]);
+                let n = m.format.frame_samples();
+                let converted = match m.down.as_mut() {
+                    Some(down) => down.process(&scratch[..n_room], &mut m.out[..n]),
+                    None => 0,
+                };
+                m.out[converted..n].fill(0);
+            }
+            scratch.zeroize();
         }
+    }
 
-        // Prompts override the mix; then encode and packetise.
-        let mut finished = Vec::new();
-        for slot in 0..self.slots.len() {
-            let Some(m) = self.slots[slot].as_mut() else {
+    /// Prompts, own and shared encodes, and the RTP packets.
+    fn write_output(&mut self, now: Instant) {
+        let mut finished: Vec<usize> = Vec::new();
+        let Conference {
+            prompts,
+            slots,
+            rooms,
+            counters,
+            payload,
+            ..
+        } = self;
+        for (slot, m) in slots.iter_mut().enumerate() {
+            let Some(m) = m.as_mut() else {
                 continue;
             };
             m.packet_len = 0;
-            let prompt_done = Self::play_prompt(&self.prompts, m);
+            let n = m.format.frame_samples();
+            let (prompting, prompt_done) = play_prompt(prompts, m);
             if prompt_done {
                 finished.push(slot);
             }
-            if !matches!(m.phase, Phase::Joined(_)) && m.playback.current.is_none() && !prompt_done
-            {
-                m.out_frame = [0; FRAME_SAMPLES];
-            }
+            let step = m.format.timestamp_step();
             if !m.send || m.remote.is_none() {
-                m.sender.skip(FRAME_SAMPLES as u32);
+                m.sender.skip(step);
                 continue;
             }
-            let mut payload = [0u8; FRAME_SAMPLES];
-            let shared = match (
-                m.phase_room(),
-                m.has_audio,
-                m.playback.current.is_some() || prompt_done,
-            ) {
-                (Some(room), false, false) => self.rooms.get_mut(&room),
+            let room = if prompting { None } else { m.phase_room() };
+            let shared = match room {
+                Some(r) if !m.voice.speaking => rooms
+                    .get_mut(&r)
+                    .and_then(|room| shared_encode(room, m.format, counters)),
                 _ => None,
             };
-            match shared {
-                Some(room) => {
-                    // A listener: the room's one encode of the full mix serves everyone
-                    // with the same codec.
-                    let li = m.law.index();
-                    if !room.encoded_ready[li] {
-                        m.law.encode(&room.full_pcm, &mut room.full_encoded[li]);
-                        room.encoded_ready[li] = true;
+            let written = match shared {
+                // A listener: the room's one encode for its format.
+                Some(bytes) => m.sender.write(bytes, step, &mut m.packet),
+                None => {
+                    if !prompting && room.is_none() {
+                        // In the IVR between prompts: silence.
+                        m.out[..n].fill(0);
                     }
-                    payload = room.full_encoded[li];
+                    counters.encoder_runs += 1;
+                    let len = m.encoder.encode(&m.out[..n], payload);
+                    if len == 0 {
+                        m.sender.skip(step);
+                        continue;
+                    }
+                    m.sender.write(&payload[..len], step, &mut m.packet)
                 }
-                None => m.law.encode(&m.out_frame, &mut payload),
-            }
-            m.packet_len = match m
-                .sender
-                .write(&payload, FRAME_SAMPLES as u32, &mut m.packet)
-            {
-                Ok(n) => match &mut m.srtp {
-                    Some((_, _, outbound)) => outbound.protect_rtp(&mut m.packet, n).unwrap_or(0),
-                    None => n,
+            };
+            m.packet_len = match written {
+                Ok(len) => match &mut m.srtp {
+                    Some((_, _, outbound)) => outbound.protect_rtp(&mut m.packet, len).unwrap_or(0),
+                    None => len,
                 },
                 Err(_) => 0,
             };
         }
+        payload.zeroize();
         for slot in finished {
             if let Some(Member {
                 phase: Phase::Ivr(ivr),
@@ -713,28 +1107,6 @@ impl Conference {
             }
             self.run_ivr(now, slot);
         }
-    }
-
-    /// Fills `m.out_frame` from the prompt queue; returns true when a prompt ended this tick.
-    fn play_prompt(prompts: &Prompts, m: &mut Member) -> bool {
-        if m.playback.current.is_none() {
-            if let Some(next) = m.playback.queue.pop_front() {
-                m.playback.current = Some((prompts.get(next).clone(), 0));
-            }
-        }
-        let Some((audio, pos)) = m.playback.current.as_mut() else {
-            return false;
-        };
-        let end = (*pos + FRAME_SAMPLES).min(audio.len());
-        let n = end - *pos;
-        m.out_frame[..n].copy_from_slice(&audio[*pos..end]);
-        m.out_frame[n..].fill(0);
-        *pos = end;
-        if *pos >= audio.len() {
-            m.playback.current = None;
-            return m.playback.queue.is_empty();
-        }
-        false
     }
 
     /// Hands every packet written by the last tick to `send(slot, destination, bytes)`.
@@ -753,22 +1125,150 @@ impl Conference {
     }
 }
 
-impl Member {
-    fn phase_room(&self) -> Option<RoomKey> {
-        match self.phase {
-            Phase::Joined(r) => Some(r),
-            Phase::Ivr(_) => None,
+/// Keeps the room's speakers: those whose gate closed leave; free places go to the
+/// loudest candidates; a full set changes only for a candidate clearly louder than a
+/// speaker who has held its place for a while (hysteresis against flapping).
+fn select_speakers(
+    room: &mut Room,
+    slots: &mut [Option<Member>],
+    candidates: &mut Vec<usize>,
+    max_speakers: usize,
+    tick: u64,
+) {
+    let voice = |slots: &[Option<Member>], s: usize| {
+        slots
+            .get(s)
+            .and_then(Option::as_ref)
+            .filter(|m| m.receive)
+            .map(|m| m.voice)
+    };
+    let dropped = |slots: &mut [Option<Member>], s: usize| {
+        if let Some(m) = slots.get_mut(s).and_then(Option::as_mut) {
+            m.voice.speaking = false;
+        }
+    };
+    let mut i = 0;
+    while i < room.speakers.len() {
+        let s = room.speakers[i];
+        if voice(slots, s).is_some_and(|v| v.gate_open()) {
+            i += 1;
+        } else {
+            room.speakers.swap_remove(i);
+            dropped(slots, s);
+        }
+    }
+    candidates.clear();
+    for &s in &room.members {
+        if let Some(v) = voice(slots, s) {
+            if v.gate_open() && !v.speaking {
+                candidates.push(s);
+            }
+        }
+    }
+    let level = |slots: &[Option<Member>], s: usize| voice(slots, s).map_or(SILENCE_DBOV, |v| v.level_db);
+    candidates.sort_by(|&a, &b| level(slots, b).total_cmp(&level(slots, a)));
+    for &c in candidates.iter() {
+        let place = if room.speakers.len() < max_speakers {
+            Some(room.speakers.len())
+        } else {
+            // The quietest speaker that has held its place long enough.
+            room.speakers
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| {
+                    voice(slots, s).is_some_and(|v| tick.saturating_sub(v.since) >= MIN_SPEAKER_TICKS)
+                })
+                .min_by(|(_, &a), (_, &b)| level(slots, a).total_cmp(&level(slots, b)))
+                .filter(|(_, &s)| level(slots, c) > level(slots, s) + SWITCH_MARGIN_DB)
+                .map(|(i, _)| i)
+        };
+        let Some(place) = place else {
+            // Candidates are sorted: a quieter one will not do better.
+            break;
+        };
+        if place < room.speakers.len() {
+            let old = room.speakers[place];
+            dropped(slots, old);
+            room.speakers[place] = c;
+        } else {
+            room.speakers.push(c);
+        }
+        if let Some(m) = slots.get_mut(c).and_then(Option::as_mut) {
+            m.voice.speaking = true;
+            m.voice.since = tick;
+            // The conversions' history is from before: start them clean.
+            if let Some(up) = m.up.as_mut() {
+                up.reset();
+            }
+            if let Some(down) = m.down.as_mut() {
+                down.reset();
+            }
         }
     }
 }
 
-impl Law {
-    fn index(self) -> usize {
-        match self {
-            Law::Ulaw => 0,
-            Law::Alaw => 1,
+/// The room's encode of its full mix for listeners of `format`, made on first use in
+/// a tick.
+fn shared_encode<'a>(
+    room: &'a mut Room,
+    format: Format,
+    counters: &mut MediaCounters,
+) -> Option<&'a [u8]> {
+    let n_room = room.frame();
+    let shared = room.shared.iter_mut().find(|s| s.key == format)?;
+    if !shared.ready {
+        if !shared.fresh {
+            // Not used last tick: its history belongs to another moment.
+            if let Some(down) = shared.down.as_mut() {
+                down.reset();
+            }
+        }
+        let n = format.frame_samples();
+        let converted = match shared.down.as_mut() {
+            Some(down) => down.process(&room.full[..n_room], &mut shared.pcm[..n]),
+            None => 0,
+        };
+        shared.pcm[converted..n].fill(0);
+        counters.encoder_runs += 1;
+        shared.len = shared.encoder.encode(&shared.pcm[..n], &mut shared.payload);
+        shared.ready = true;
+    }
+    if shared.len == 0 {
+        return None;
+    }
+    Some(&shared.payload[..shared.len])
+}
+
+/// Fills `m.out` from the prompt queue at the member's rate. Returns whether a prompt
+/// is playing this tick, and whether the last one ended this tick.
+fn play_prompt(prompts: &Prompts, m: &mut Member) -> (bool, bool) {
+    if m.playback.current.is_none() {
+        if let Some(next) = m.playback.queue.pop_front() {
+            m.playback.current = Some((prompts.get(next).clone(), 0));
+            if let Some(up) = m.prompt_up.as_mut() {
+                up.reset();
+            }
         }
     }
+    let Some((audio, pos)) = m.playback.current.as_mut() else {
+        return (false, false);
+    };
+    let mut frame = [0i16; PROMPT_FRAME];
+    let end = (*pos + PROMPT_FRAME).min(audio.len());
+    let k = end - *pos;
+    frame[..k].copy_from_slice(&audio[*pos..end]);
+    *pos = end;
+    let n = m.format.frame_samples();
+    let converted = match m.prompt_up.as_mut() {
+        Some(up) => up.process(&frame, &mut m.out[..n]),
+        None => 0,
+    };
+    m.out[converted..n].fill(0);
+    if *pos >= audio.len() {
+        m.playback.current = None;
+        return (true, m.playback.queue.is_empty());
+    }
+    (true, false)
 }
 
 #[cfg(test)]
@@ -778,12 +1278,12 @@ mod tests {
     use crate::media::g711::{ulaw_decode, ulaw_encode};
 
     const TICK: Duration = Duration::from_millis(20);
+    const FRAME_SAMPLES: usize = 160;
 
     fn settings() -> ConferenceSettings {
         ConferenceSettings {
-            jitter_delay_samples: 320,
             rtp_timeout: Duration::from_secs(2),
-            ivr: IvrSettings::default(),
+            ..ConferenceSettings::default()
         }
     }
 
@@ -811,6 +1311,7 @@ mod tests {
     fn media(n: u8) -> MediaParams {
         MediaParams {
             codec: Codec::Pcmu,
+            fmtp: None,
             payload_type: 0,
             telephone_event: Some(101),
             remote: Some(addr(n)),

@@ -181,8 +181,10 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     /// Seconds without any RTP before a call is treated as gone.
     pub rtp_timeout_secs: u64,
-    /// Fixed jitter-buffer delay in milliseconds.
-    pub jitter_delay_ms: u32,
+    /// Lower bound of the adaptive jitter buffer's target delay, in milliseconds.
+    pub jitter_min_ms: u32,
+    /// Upper bound of the adaptive jitter buffer's target delay, in milliseconds.
+    pub jitter_max_ms: u32,
     /// Codecs offered and accepted, in order of preference.
     pub codecs: Vec<Codec>,
     /// Media encryption policy.
@@ -199,6 +201,10 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law, static payload type 8.
     Pcma,
+    /// G.722 wideband (16 kHz audio, RTP clock 8000), static payload type 9.
+    G722,
+    /// Opus (RFC 7587), dynamic payload type, RTP clock 48000.
+    Opus,
 }
 
 /// What the bridge demands of a caller's media.
@@ -220,6 +226,13 @@ pub struct MixerConfig {
     pub interval_ms: u32,
     /// Worker threads that own rooms; 0 means one per core.
     pub shards: usize,
+    /// Most members mixed at once per room: the loudest ones (speaker selection).
+    pub max_speakers: usize,
+    /// Noise gate: a frame quieter than this (RMS, dB below full scale) does not make
+    /// its member a speaker.
+    pub noise_gate_dbov: f32,
+    /// Per-member automatic gain towards a common speech level.
+    pub auto_gain: bool,
 }
 
 /// PIN entry settings.
@@ -376,8 +389,10 @@ struct RawMedia {
     rtp_ports: Spanned<String>,
     #[serde(default = "default_rtp_timeout")]
     rtp_timeout_secs: u64,
-    #[serde(default = "default_jitter")]
-    jitter_delay_ms: Spanned<u32>,
+    #[serde(default = "default_jitter_min")]
+    jitter_min_ms: Spanned<u32>,
+    #[serde(default = "default_jitter_max")]
+    jitter_max_ms: Spanned<u32>,
     #[serde(default = "default_codecs")]
     codecs: Spanned<Vec<Codec>>,
     #[serde(default = "default_encryption")]
@@ -393,7 +408,8 @@ impl Default for RawMedia {
             public_address: None,
             rtp_ports: default_rtp_ports(),
             rtp_timeout_secs: default_rtp_timeout(),
-            jitter_delay_ms: default_jitter(),
+            jitter_min_ms: default_jitter_min(),
+            jitter_max_ms: default_jitter_max(),
             codecs: default_codecs(),
             encryption: default_encryption(),
             allow_sdes_without_tls: false,
@@ -410,11 +426,18 @@ fn default_rtp_ports() -> Spanned<String> {
 fn default_rtp_timeout() -> u64 {
     30
 }
-fn default_jitter() -> Spanned<u32> {
-    Spanned::new(0..0, 40)
+fn default_jitter_min() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+fn default_jitter_max() -> Spanned<u32> {
+    Spanned::new(0..0, 200)
 }
 fn default_codecs() -> Spanned<Vec<Codec>> {
-    Spanned::new(0..0, vec![Codec::Pcma, Codec::Pcmu])
+    // Wideband first: the bridge's own preference wins among what a caller offers.
+    Spanned::new(
+        0..0,
+        vec![Codec::Opus, Codec::G722, Codec::Pcma, Codec::Pcmu],
+    )
 }
 fn default_encryption() -> Encryption {
     Encryption::Required
@@ -427,6 +450,12 @@ struct RawMixer {
     interval_ms: Spanned<u32>,
     #[serde(default)]
     shards: usize,
+    #[serde(default = "default_max_speakers")]
+    max_speakers: Spanned<usize>,
+    #[serde(default = "default_noise_gate")]
+    noise_gate_dbov: Spanned<f32>,
+    #[serde(default)]
+    auto_gain: bool,
 }
 
 impl Default for RawMixer {
@@ -434,8 +463,18 @@ impl Default for RawMixer {
         RawMixer {
             interval_ms: default_interval(),
             shards: 0,
+            max_speakers: default_max_speakers(),
+            noise_gate_dbov: default_noise_gate(),
+            auto_gain: false,
         }
     }
+}
+
+fn default_max_speakers() -> Spanned<usize> {
+    Spanned::new(0..0, 3)
+}
+fn default_noise_gate() -> Spanned<f32> {
+    Spanned::new(0..0, -50.0)
 }
 
 fn default_interval() -> Spanned<u32> {
@@ -669,12 +708,36 @@ impl Config {
                     "expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports",
                 )
             })?;
-        let jitter = *raw.media.jitter_delay_ms.get_ref();
-        if !(20..=200).contains(&jitter) {
+        let jitter_min = *raw.media.jitter_min_ms.get_ref();
+        if !(20..=200).contains(&jitter_min) {
             return Err(v.invalid(
-                raw.media.jitter_delay_ms.span(),
-                "media.jitter_delay_ms",
+                raw.media.jitter_min_ms.span(),
+                "media.jitter_min_ms",
                 "must be between 20 and 200",
+            ));
+        }
+        let jitter_max = *raw.media.jitter_max_ms.get_ref();
+        if !(jitter_min..=1000).contains(&jitter_max) {
+            return Err(v.invalid(
+                raw.media.jitter_max_ms.span(),
+                "media.jitter_max_ms",
+                "must be between media.jitter_min_ms and 1000",
+            ));
+        }
+        let max_speakers = *raw.mixer.max_speakers.get_ref();
+        if !(1..=16).contains(&max_speakers) {
+            return Err(v.invalid(
+                raw.mixer.max_speakers.span(),
+                "mixer.max_speakers",
+                "must be between 1 and 16",
+            ));
+        }
+        let noise_gate = *raw.mixer.noise_gate_dbov.get_ref();
+        if !(-96.0..=-20.0).contains(&noise_gate) {
+            return Err(v.invalid(
+                raw.mixer.noise_gate_dbov.span(),
+                "mixer.noise_gate_dbov",
+                "must be between -96 and -20 (dB below full scale)",
             ));
         }
         if raw.media.codecs.get_ref().is_empty() {
@@ -783,7 +846,8 @@ impl Config {
                 rtp_port_min,
                 rtp_port_max,
                 rtp_timeout_secs: raw.media.rtp_timeout_secs,
-                jitter_delay_ms: jitter,
+                jitter_min_ms: jitter_min,
+                jitter_max_ms: jitter_max,
                 codecs: raw.media.codecs.into_inner(),
                 encryption: raw.media.encryption,
                 allow_sdes_without_tls: raw.media.allow_sdes_without_tls,
@@ -791,6 +855,9 @@ impl Config {
             mixer: MixerConfig {
                 interval_ms: 20,
                 shards: raw.mixer.shards,
+                max_speakers,
+                noise_gate_dbov: noise_gate,
+                auto_gain: raw.mixer.auto_gain,
             },
             ivr: IvrConfig {
                 pin_tries: *raw.ivr.pin_tries.get_ref(),

@@ -255,7 +255,11 @@ pub async fn start_with(
     let ((ev_tx, ev_rx), (pin_tx, pin_rx)) = channels();
     let prompts = Arc::new(prompts);
     let settings = ConferenceSettings {
-        jitter_delay_samples: config.media.jitter_delay_ms * 8,
+        jitter_min: Duration::from_millis(u64::from(config.media.jitter_min_ms)),
+        jitter_max: Duration::from_millis(u64::from(config.media.jitter_max_ms)),
+        max_speakers: config.mixer.max_speakers,
+        noise_gate_dbov: config.mixer.noise_gate_dbov,
+        auto_gain: config.mixer.auto_gain,
         rtp_timeout: Duration::from_secs(config.media.rtp_timeout_secs),
         ivr: IvrSettings {
             max_tries: config.ivr.pin_tries,

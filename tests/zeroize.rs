@@ -6,7 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use sotto::media::dtmf::Digit;
-use sotto::media::jitter::JitterBuffer;
+use sotto::media::playout::{DecodeError, FrameDecoder, PlayoutBuffer};
 use sotto::room::ivr::{Ivr, IvrSettings, PinAttempt};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,20 @@ fn leaves_marker(f: impl FnOnce()) -> bool {
     FOUND.load(Ordering::Relaxed)
 }
 
+/// A "codec" whose samples are the payload's bytes, so decoded audio carries the marker.
+struct Passthrough;
+
+impl FrameDecoder for Passthrough {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        out.extend(payload.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+        out.extend(payload.chunks(2).map(|c| i16::from_le_bytes([c[0], c[1]])));
+        Ok(())
+    }
+    fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
+        out.resize(out.len() + samples, 0);
+    }
+}
+
 fn marker_samples() -> Vec<i16> {
     MARKER
         .chunks(2)
@@ -92,11 +106,19 @@ fn buffers_holding_digits_keys_and_audio_are_wiped_on_drop() {
     // The input audio itself is made (and later freed) outside the armed region.
     let samples = marker_samples();
 
-    // Audio in a jitter buffer.
+    // Audio in a playout buffer: the encoded packets it holds, and (after a pop) the
+    // decoded samples in its FIFO.
+    let payload: Vec<u8> = MARKER.repeat(20);
     assert!(!leaves_marker(|| {
-        let mut jb = JitterBuffer::new(8000, 320);
-        jb.push(1000, &samples);
-        drop(std::hint::black_box(jb));
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut pb = PlayoutBuffer::new(8000, 8000, 160, ms(20), ms(200));
+        for k in 0..4u16 {
+            pb.push(t0 + ms(20) * u32::from(k), k, 160 * u32::from(k), 7, k == 0, &payload);
+        }
+        let mut frame = [0i16; 160];
+        let _ = pb.pop(t0 + ms(80), &mut Passthrough, &mut frame);
+        drop(std::hint::black_box(pb));
     }));
 
     // Control for the audio cases: the same samples in a plain Vec are seen.

@@ -325,6 +325,7 @@ impl Signalling {
         let answer = n.offered_direction.answer();
         MediaParams {
             codec: n.codec,
+            fmtp: n.fmtp.clone(),
             payload_type: n.payload_type,
             telephone_event: n.telephone_event,
             remote: n.remote_rtp,

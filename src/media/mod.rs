@@ -2,10 +2,11 @@
 //!
 //! Everything here is sans-IO: packets and samples in, packets and samples out.
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod g722;
-pub mod jitter;
+pub mod opus;
 pub mod playout;
 pub mod resample;
 pub mod rtp;

@@ -104,6 +104,8 @@ pub struct Media {
     pub ptime: Option<u32>,
     /// `a=crypto` values (after `crypto:`), in offer order (RFC 4568).
     pub crypto: Vec<String>,
+    /// `a=fmtp` entries: payload type and the parameter string.
+    pub fmtps: Vec<(u8, String)>,
 }
 
 /// The parts of a session description this bridge uses.
@@ -175,6 +177,7 @@ impl SessionDescription {
                         proto,
                         formats,
                         rtpmaps: Vec::new(),
+                        fmtps: Vec::new(),
                         connection: None,
                         direction: Direction::SendRecv,
                         ptime: None,
@@ -210,6 +213,17 @@ impl SessionDescription {
                             }
                         }
                         ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        ("fmtp", Some(arg)) if m.fmtps.len() < 64 => {
+                            if let Some((pt, params)) = arg.trim().split_once(' ') {
+                                if let Ok(pt) = pt.parse::<u8>() {
+                                    // Bounded: no codec we speak needs a long fmtp.
+                                    let params = params.trim();
+                                    if pt <= 127 && params.len() <= 256 {
+                                        m.fmtps.push((pt, params.to_string()));
+                                    }
+                                }
+                            }
+                        }
                         // Bounded: a phone offers a handful of suites.
                         ("crypto", Some(arg)) if m.crypto.len() < 16 => {
                             m.crypto.push(arg.trim().to_string())
@@ -244,11 +258,13 @@ fn parse_rtpmap(arg: &str) -> Option<(u8, String, u32)> {
 }
 
 impl Codec {
-    /// Static RTP payload type (RFC 3551 Table 4).
-    pub fn payload_type(self) -> u8 {
+    /// Static RTP payload type (RFC 3551 Table 4); `None` for a dynamic one (Opus).
+    pub fn payload_type(self) -> Option<u8> {
         match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::Opus => None,
         }
     }
 
@@ -257,12 +273,26 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
         }
     }
 
-    /// RTP clock rate.
+    /// RTP clock rate: 8000 for G.722 although it samples at 16 kHz (RFC 3551 §4.5.2),
+    /// 48000 for Opus whatever rate it codes (RFC 7587 §4.1).
     pub fn clock_rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 8000,
+            Codec::Opus => crate::media::opus::RTP_CLOCK_RATE,
+        }
+    }
+
+    /// The `a=rtpmap` value after the payload type, e.g. `opus/48000/2` (RFC 7587 §7).
+    pub fn rtpmap(self) -> String {
+        match self {
+            Codec::Opus => crate::media::opus::RTPMAP_ENCODING.to_string(),
+            c => format!("{}/{}", c.encoding_name(), c.clock_rate()),
+        }
     }
 }
 
@@ -275,8 +305,13 @@ pub struct Negotiated {
     pub codec: Codec,
     /// Payload type the offer used for it.
     pub payload_type: u8,
-    /// telephone-event/8000 payload type, if offered.
+    /// telephone-event payload type, if offered (at the codec's clock rate if offered
+    /// so, else at any rate).
     pub telephone_event: Option<u8>,
+    /// The clock rate the offer gave telephone-event.
+    pub telephone_event_rate: u32,
+    /// The offer's fmtp parameters for the chosen codec (Opus reads them).
+    pub fmtp: Option<String>,
     /// Where the offerer wants our RTP (None: it does not want any yet).
     pub remote_rtp: Option<std::net::SocketAddr>,
     /// The offerer's direction.
@@ -307,8 +342,7 @@ impl SecurityPolicy {
 
 /// Picks the first audio stream the policy allows with a codec from `codecs`.
 ///
-/// The offerer's codec order wins among those we speak (RFC 3264 §6.1 lets the
-/// answerer choose; following the offerer avoids transcoding at gateways). With SRTP,
+/// Our codec order (the config's) wins among those the offer lists. With SRTP,
 /// the strongest suite among the offer's usable `a=crypto` lines is taken. `RTP/AVP`
 /// with `a=crypto` (best-effort SRTP, as some PBXs offer it) counts as SRTP.
 pub fn negotiate(
@@ -362,34 +396,44 @@ pub fn negotiate(
                 }
             }
         };
-        let mut chosen = None;
-        for f in &m.formats {
-            let Ok(pt) = f.parse::<u8>() else { continue };
-            let mapped = m.rtpmaps.iter().find(|(p, _, _)| *p == pt);
-            let codec = codecs.iter().copied().find(|c| match mapped {
-                Some((_, name, rate)) => {
-                    name.eq_ignore_ascii_case(c.encoding_name()) && *rate == c.clock_rate()
-                }
-                // RFC 3551 static types need no rtpmap.
-                None => pt == c.payload_type(),
-            });
-            if let Some(c) = codec {
-                chosen = Some((c, pt));
-                break;
-            }
-        }
+        // Our preference order wins among what the offer lists (RFC 3264 §6.1 lets the
+        // answerer choose): the operator decides whether wideband beats G.711.
+        let offered_pts: Vec<u8> = m.formats.iter().filter_map(|f| f.parse().ok()).collect();
+        let chosen = codecs.iter().copied().find_map(|c| {
+            offered_pts
+                .iter()
+                .copied()
+                .find(|&pt| {
+                    match m.rtpmaps.iter().find(|(p, _, _)| *p == pt) {
+                        Some((_, name, rate)) => {
+                            name.eq_ignore_ascii_case(c.encoding_name()) && *rate == c.clock_rate()
+                        }
+                        // RFC 3551 static types need no rtpmap.
+                        None => Some(pt) == c.payload_type(),
+                    }
+                })
+                .map(|pt| (c, pt))
+        });
         let Some((codec, payload_type)) = chosen else {
             continue;
         };
-        let telephone_event = m
+        let events: Vec<(u8, u32)> = m
             .rtpmaps
             .iter()
-            .find(|(pt, name, rate)| {
-                name == "telephone-event"
-                    && *rate == 8000
-                    && m.formats.iter().any(|f| f.parse::<u8>().ok() == Some(*pt))
-            })
-            .map(|(pt, _, _)| *pt);
+            .filter(|(pt, name, _)| name == "telephone-event" && offered_pts.contains(pt))
+            .map(|(pt, _, rate)| (*pt, *rate))
+            .collect();
+        // Digits at the audio's clock rate when offered (RFC 4733 §2.1), else any.
+        let event = events
+            .iter()
+            .find(|(_, rate)| *rate == codec.clock_rate())
+            .or_else(|| events.first())
+            .copied();
+        let fmtp = m
+            .fmtps
+            .iter()
+            .find(|(pt, _)| *pt == payload_type)
+            .map(|(_, f)| f.clone());
         let addr = m.connection.or(offer.connection);
         let remote_rtp = match addr {
             Some(ip) if !ip.is_unspecified() => Some(std::net::SocketAddr::new(ip, m.port)),
@@ -401,7 +445,9 @@ pub fn negotiate(
             media_index: i,
             codec,
             payload_type,
-            telephone_event,
+            telephone_event: event.map(|(pt, _)| pt),
+            telephone_event_rate: event.map_or(8000, |(_, rate)| rate),
+            fmtp,
             remote_rtp,
             offered_direction: m.direction,
             proto: m.proto.clone(),
@@ -458,17 +504,21 @@ impl Answer<'_> {
                 let _ = write!(s, " {te}");
             }
             s.push_str("\r\n");
-            let _ = write!(
-                s,
-                "a=rtpmap:{} {}/{}\r\n",
-                n.payload_type,
-                n.codec.encoding_name(),
-                n.codec.clock_rate()
-            );
+            let _ = write!(s, "a=rtpmap:{} {}\r\n", n.payload_type, n.codec.rtpmap());
+            if n.codec == Codec::Opus {
+                // What we want to receive: mono, up to fullband, FEC welcome (RFC 7587 §6.1).
+                let _ = write!(
+                    s,
+                    "a=fmtp:{} {}\r\n",
+                    n.payload_type,
+                    crate::media::opus::OpusFmtp::ours(48_000)
+                );
+            }
             if let Some(te) = n.telephone_event {
                 let _ = write!(
                     s,
-                    "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+                    "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-15\r\n",
+                    n.telephone_event_rate
                 );
             }
             let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
@@ -499,17 +549,70 @@ a=ptime:20\r\n\
 a=sendrecv\r\n";
 
     #[test]
-    fn picks_first_offered_codec_we_speak() {
+    fn our_preference_wins_among_the_offered_codecs() {
         let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
         assert_eq!(sdp.media.len(), 2);
-        let n = negotiate(&sdp, &[Codec::Pcma, Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcmu, Codec::Pcma], &SecurityPolicy::PLAIN).unwrap();
         assert_eq!(n.media_index, 1);
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.payload_type, 0);
         assert_eq!(n.telephone_event, Some(101));
         assert_eq!(n.remote_rtp, Some("127.0.0.1:49170".parse().unwrap()));
-        let only_a = negotiate(&sdp, &[Codec::Pcma], &SecurityPolicy::PLAIN).unwrap();
-        assert_eq!(only_a.codec, Codec::Pcma);
+        // The offer lists PCMU before PCMA; our order decides.
+        let n = negotiate(&sdp, &[Codec::Pcma, Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 8));
+        // Opus is not offered: the next in our list.
+        let n = negotiate(&sdp, &[Codec::Opus, Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!(n.codec, Codec::Pcmu);
+        // G.722 (offered first, static type 9) when we prefer it.
+        let n = negotiate(&sdp, &[Codec::G722, Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::G722, 9));
+        assert_eq!(n.telephone_event_rate, 8000);
+    }
+
+    #[test]
+    fn opus_is_negotiated_with_its_fmtp_and_digits_at_48_khz() {
+        let offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 111 9 0 101 102\r\n\
+a=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxplaybackrate=16000; useinbandfec=1\r\n\
+a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=rtpmap:102 telephone-event/48000\r\n";
+        let sdp = SessionDescription::parse(offer.as_bytes()).unwrap();
+        let all = [Codec::Opus, Codec::G722, Codec::Pcma, Codec::Pcmu];
+        let n = negotiate(&sdp, &all, &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::Opus, 111));
+        assert_eq!(n.fmtp.as_deref(), Some("maxplaybackrate=16000; useinbandfec=1"));
+        assert_eq!((n.telephone_event, n.telephone_event_rate), (Some(102), 48_000));
+        let a = Answer {
+            offer: &sdp,
+            negotiated: &n,
+            address: "127.0.0.1".parse().unwrap(),
+            port: 30000,
+            session_id: 1,
+            version: 1,
+            direction: Direction::SendRecv,
+            crypto: None,
+        }
+        .render();
+        let lines: Vec<&str> = a.lines().collect();
+        assert!(lines.contains(&"m=audio 30000 RTP/AVP 111 102"), "{a}");
+        assert!(lines.contains(&"a=rtpmap:111 opus/48000/2"), "{a}");
+        assert!(
+            lines.contains(&"a=fmtp:111 maxplaybackrate=48000;stereo=0;useinbandfec=1"),
+            "{a}"
+        );
+        assert!(lines.contains(&"a=rtpmap:102 telephone-event/48000"), "{a}");
+        // G.722 when Opus is not wanted; its digits at 8000 (its RTP clock).
+        let n = negotiate(&sdp, &all[1..], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!((n.codec, n.telephone_event), (Codec::G722, Some(101)));
+        // An Opus rtpmap at another clock rate is not Opus (RFC 7587 §7).
+        let wrong = SessionDescription::parse(
+            b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/16000\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            negotiate(&wrong, &all, &SecurityPolicy::PLAIN).unwrap_err(),
+            SdpError::NoCommonCodec
+        );
     }
 
     #[test]

@@ -1,0 +1,377 @@
+//! The codecs a member can speak, behind one decoder type and one encoder type.
+//!
+//! A member's [`Format`] says which codec it negotiated and at which PCM rate it is
+//! decoded and encoded: 8 kHz for G.711, 16 kHz for G.722, and for Opus the highest of
+//! 8, 16 or 48 kHz its `maxplaybackrate` allows. The room resamples between that rate
+//! and its own. [`Decoder`] is what the playout buffer calls at playout time (with the
+//! next packet at hand, so Opus can use its in-band FEC); [`Encoder`] turns one 20 ms
+//! frame into one RTP payload. Listeners that share an [`EncoderKey`] share one encode
+//! of the room's mix.
+
+use crate::config::Codec;
+use crate::media::g711::{G711Decoder, Law};
+use crate::media::g722::{G722Decoder, G722Encoder};
+use crate::media::opus::{OpusDecoder, OpusEncoder, OpusError, OpusFmtp};
+use crate::media::playout::{DecodeError, FrameDecoder};
+use zeroize::Zeroize;
+
+/// Samples in 20 ms at the highest rate (48 kHz): the size of every frame buffer.
+pub const MAX_FRAME: usize = 960;
+
+/// Largest payload an [`Encoder`] writes for 20 ms (one Opus packet, RFC 6716 §3.2.1).
+pub const MAX_PAYLOAD: usize = crate::media::opus::MAX_PACKET_BYTES;
+
+/// What a member speaks: codec, PCM rate and the codec's encoder parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format {
+    /// The negotiated codec.
+    pub codec: Codec,
+    /// PCM rate the member's audio is decoded to and encoded from, in Hz.
+    pub rate: u32,
+    /// Opus: send in-band FEC (the far end said `useinbandfec=1`).
+    pub fec: bool,
+    /// Opus: bitrate we send at, in bit/s (0 for the other codecs).
+    pub bitrate: u32,
+}
+
+/// Listeners whose encoders are configured alike share one encode of the mix.
+pub type EncoderKey = Format;
+
+impl Format {
+    /// The format for a codec as negotiated, with the far end's fmtp for Opus.
+    pub fn new(codec: Codec, fmtp: Option<&str>) -> Format {
+        match codec {
+            Codec::Pcmu | Codec::Pcma => Format {
+                codec,
+                rate: 8000,
+                fec: false,
+                bitrate: 0,
+            },
+            Codec::G722 => Format {
+                codec,
+                rate: 16_000,
+                fec: false,
+                bitrate: 0,
+            },
+            Codec::Opus => {
+                let f = fmtp.map(OpusFmtp::parse).unwrap_or_default();
+                // The highest rate the far end plays, among those the room mixes at.
+                let rate = match f.max_playback_rate {
+                    0..=8000 => 8000,
+                    8001..=16_000 => 16_000,
+                    _ => 48_000,
+                };
+                // Speech bitrates that leave room for FEC (RFC 7587 §3.1.1 figures).
+                let wanted = match rate {
+                    8000 => 16_000,
+                    16_000 => 24_000,
+                    _ => 32_000,
+                };
+                let bitrate = f.max_average_bitrate.map_or(wanted, |m| wanted.min(m));
+                Format {
+                    codec,
+                    rate,
+                    fec: f.use_inband_fec,
+                    bitrate,
+                }
+            }
+        }
+    }
+
+    /// Samples in one 20 ms frame at this format's rate.
+    pub fn frame_samples(&self) -> usize {
+        self.rate as usize / 50
+    }
+
+    /// RTP timestamp advance of one 20 ms frame (in the codec's RTP clock).
+    pub fn timestamp_step(&self) -> u32 {
+        self.codec.clock_rate() / 50
+    }
+}
+
+/// Why a codec could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// libopus refused the parameters.
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+}
+
+/// Repeats the last 10 ms, full level for 10 ms, then 20 % quieter every further
+/// 10 ms, silent after 60 ms: the core of G.711 Appendix I without the pitch search,
+/// used for G.722 (G.711 has its own in [`G711Decoder`]).
+pub struct RepeatConcealer {
+    last: Box<[i16]>,
+    concealed: usize,
+}
+
+impl RepeatConcealer {
+    fn new(history: usize) -> Self {
+        RepeatConcealer {
+            last: vec![0; history.max(1)].into_boxed_slice(),
+            concealed: 0,
+        }
+    }
+
+    fn remember(&mut self, decoded: &[i16]) {
+        let h = self.last.len();
+        if decoded.len() >= h {
+            self.last.copy_from_slice(&decoded[decoded.len() - h..]);
+        } else {
+            self.last.rotate_left(decoded.len());
+            self.last[h - decoded.len()..].copy_from_slice(decoded);
+        }
+        self.concealed = 0;
+    }
+
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
+        let h = self.last.len();
+        for i in 0..samples {
+            let step = (self.concealed + i) / h;
+            let gain = (1.0f32 - 0.2 * step as f32).max(0.0);
+            let s = self.last[(self.concealed + i) % h];
+            out.push((f32::from(s) * gain) as i16);
+        }
+        self.concealed = self.concealed.saturating_add(samples);
+    }
+}
+
+impl Drop for RepeatConcealer {
+    fn drop(&mut self) {
+        self.last.zeroize();
+    }
+}
+
+/// A member's decoder; see the module docs.
+pub enum Decoder {
+    /// PCMU or PCMA, with its PLC.
+    G711(G711Decoder),
+    /// G.722 at 16 kHz, with a repeat-and-fade PLC.
+    G722(Box<(G722Decoder, RepeatConcealer)>),
+    /// Opus, with FEC and libopus's PLC.
+    Opus(Box<OpusDecoder>),
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Decoder::G711(_) => "G711",
+            Decoder::G722(_) => "G722",
+            Decoder::Opus(_) => "Opus",
+        };
+        f.debug_tuple("Decoder").field(&name).finish()
+    }
+}
+
+impl Decoder {
+    /// A decoder for `format`, giving PCM at `format.rate`.
+    pub fn new(format: Format) -> Result<Decoder, CodecError> {
+        Ok(match format.codec {
+            Codec::Pcmu => Decoder::G711(G711Decoder::new(Law::Ulaw)),
+            Codec::Pcma => Decoder::G711(G711Decoder::new(Law::Alaw)),
+            // 10 ms of history at 16 kHz.
+            Codec::G722 => Decoder::G722(Box::new((G722Decoder::new(), RepeatConcealer::new(160)))),
+            Codec::Opus => Decoder::Opus(Box::new(OpusDecoder::new(format.rate)?)),
+        })
+    }
+
+    /// Forgets the stream (a new SSRC): no history, no audio left in the state.
+    pub fn reset(&mut self) {
+        match self {
+            Decoder::G711(d) => *d = G711Decoder::new(d.law()),
+            Decoder::G722(b) => {
+                b.0.reset();
+                *b = Box::new((G722Decoder::new(), RepeatConcealer::new(160)));
+            }
+            Decoder::Opus(d) => {
+                let _ = d.reset();
+            }
+        }
+    }
+}
+
+impl FrameDecoder for Decoder {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        match self {
+            Decoder::G711(d) => d.decode(payload, out),
+            Decoder::G722(b) => {
+                let (d, plc) = &mut **b;
+                let start = out.len();
+                // Two samples per byte at 16 kHz.
+                out.resize(start + 2 * payload.len(), 0);
+                let n = d.decode(payload, &mut out[start..]);
+                out.truncate(start + n);
+                plc.remember(&out[start..]);
+                Ok(())
+            }
+            Decoder::Opus(d) => {
+                let start = out.len();
+                let capacity = out.capacity().max(start + MAX_FRAME);
+                out.resize(capacity, 0);
+                let result = d.decode(payload, &mut out[start..]);
+                match result {
+                    Ok(n) => {
+                        out.truncate(start + n);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        out.truncate(start);
+                        Err(if e.is_expected() {
+                            DecodeError::Malformed
+                        } else {
+                            DecodeError::Unsupported
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn conceal(&mut self, samples: usize, next: Option<&[u8]>, out: &mut Vec<i16>) {
+        match self {
+            Decoder::G711(d) => d.conceal(samples, next, out),
+            Decoder::G722(b) => b.1.conceal(samples, out),
+            Decoder::Opus(d) => {
+                let start = out.len();
+                out.resize(start + samples, 0);
+                let slot = &mut out[start..];
+                // FEC from the next packet when it is there, PLC otherwise; a length
+                // libopus cannot conceal in one go stays silent rather than failing.
+                let done = match next {
+                    Some(p) => d.decode_fec(p, slot).or_else(|_| d.conceal(slot)),
+                    None => d.conceal(slot),
+                };
+                if done.is_err() {
+                    slot.fill(0);
+                }
+            }
+        }
+    }
+}
+
+/// One outgoing stream's encoder (a speaker's own, or a room's shared one).
+pub enum Encoder {
+    /// G.711: stateless.
+    G711(Law),
+    /// G.722 at 16 kHz.
+    G722(Box<G722Encoder>),
+    /// Opus at the format's rate and bitrate.
+    Opus(Box<OpusEncoder>),
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Encoder::G711(_) => "G711",
+            Encoder::G722(_) => "G722",
+            Encoder::Opus(_) => "Opus",
+        };
+        f.debug_tuple("Encoder").field(&name).finish()
+    }
+}
+
+impl Encoder {
+    /// An encoder for `format`, taking 20 ms frames at `format.rate`.
+    pub fn new(format: Format) -> Result<Encoder, CodecError> {
+        Ok(match format.codec {
+            Codec::Pcmu => Encoder::G711(Law::Ulaw),
+            Codec::Pcma => Encoder::G711(Law::Alaw),
+            Codec::G722 => Encoder::G722(Box::new(G722Encoder::new())),
+            Codec::Opus => {
+                let bitrate = format.bitrate.clamp(6000, 510_000);
+                Encoder::Opus(Box::new(OpusEncoder::new(format.rate, bitrate, format.fec)?))
+            }
+        })
+    }
+
+    /// Encodes one 20 ms frame into `out`; returns the payload length (0 if the
+    /// frame could not be encoded, which sends nothing this tick).
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
+        match self {
+            Encoder::G711(law) => {
+                let n = pcm.len().min(out.len());
+                law.encode(&pcm[..n], &mut out[..n]);
+                n
+            }
+            Encoder::G722(e) => e.encode(pcm, out),
+            Encoder::Opus(e) => e.encode(pcm, out).unwrap_or(0),
+        }
+    }
+
+    /// Back to the initial state (a stream restarts from this encoder).
+    pub fn reset(&mut self) {
+        match self {
+            Encoder::G711(_) => {}
+            Encoder::G722(e) => e.reset(),
+            Encoder::Opus(e) => {
+                let _ = e.reset();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(hz: f64, rate: u32, samples: usize) -> Vec<i16> {
+        (0..samples)
+            .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * hz * n as f64 / rate as f64).sin()) as i16)
+            .collect()
+    }
+
+    /// Correlation-free level check: RMS of the second half of `x`.
+    fn rms(x: &[i16]) -> f64 {
+        let tail = &x[x.len() / 2..];
+        (tail.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / tail.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn formats_follow_the_negotiation() {
+        assert_eq!(Format::new(Codec::Pcma, None).rate, 8000);
+        assert_eq!(Format::new(Codec::G722, None).rate, 16_000);
+        assert_eq!(Format::new(Codec::G722, None).timestamp_step(), 160);
+        let opus = Format::new(Codec::Opus, Some("maxplaybackrate=16000;useinbandfec=1"));
+        assert_eq!((opus.rate, opus.fec, opus.bitrate), (16_000, true, 24_000));
+        assert_eq!(opus.timestamp_step(), 960);
+        let full = Format::new(Codec::Opus, Some("maxaveragebitrate=20000"));
+        assert_eq!((full.rate, full.fec, full.bitrate), (48_000, false, 20_000));
+    }
+
+    #[test]
+    fn every_codec_round_trips_a_tone() {
+        for (codec, fmtp) in [
+            (Codec::Pcmu, None),
+            (Codec::Pcma, None),
+            (Codec::G722, None),
+            (Codec::Opus, Some("useinbandfec=1")),
+            (Codec::Opus, Some("maxplaybackrate=16000")),
+        ] {
+            let format = Format::new(codec, fmtp);
+            let mut enc = Encoder::new(format).unwrap();
+            let mut dec = Decoder::new(format).unwrap();
+            let n = format.frame_samples();
+            let input = tone(440.0, format.rate, n * 25);
+            let mut output = Vec::with_capacity(MAX_FRAME);
+            let mut all = Vec::new();
+            let mut payload = [0u8; MAX_PAYLOAD];
+            for frame in input.chunks(n) {
+                let len = enc.encode(frame, &mut payload);
+                assert!(len > 0, "{codec:?}: empty payload");
+                output.clear();
+                dec.decode(&payload[..len], &mut output).unwrap();
+                assert_eq!(output.len(), n, "{codec:?}: frame length");
+                all.extend_from_slice(&output);
+            }
+            let (a, b) = (rms(&input), rms(&all));
+            assert!(
+                (b / a - 1.0).abs() < 0.2,
+                "{codec:?}: level {b:.0} after the round trip, {a:.0} before"
+            );
+            // Concealment gives the asked length.
+            output.clear();
+            dec.conceal(n, None, &mut output);
+            assert_eq!(output.len(), n);
+        }
+    }
+}
