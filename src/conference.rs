@@ -1165,7 +1165,8 @@ fn select_speakers(
             }
         }
     }
-    let level = |slots: &[Option<Member>], s: usize| voice(slots, s).map_or(SILENCE_DBOV, |v| v.level_db);
+    let level =
+        |slots: &[Option<Member>], s: usize| voice(slots, s).map_or(SILENCE_DBOV, |v| v.level_db);
     candidates.sort_by(|&a, &b| level(slots, b).total_cmp(&level(slots, a)));
     for &c in candidates.iter() {
         let place = if room.speakers.len() < max_speakers {
@@ -1176,7 +1177,8 @@ fn select_speakers(
                 .iter()
                 .enumerate()
                 .filter(|(_, &s)| {
-                    voice(slots, s).is_some_and(|v| tick.saturating_sub(v.since) >= MIN_SPEAKER_TICKS)
+                    voice(slots, s)
+                        .is_some_and(|v| tick.saturating_sub(v.since) >= MIN_SPEAKER_TICKS)
                 })
                 .min_by(|(_, &a), (_, &b)| level(slots, a).total_cmp(&level(slots, b)))
                 .filter(|(_, &s)| level(slots, c) > level(slots, s) + SWITCH_MARGIN_DB)

@@ -114,7 +114,14 @@ fn buffers_holding_digits_keys_and_audio_are_wiped_on_drop() {
         let ms = std::time::Duration::from_millis;
         let mut pb = PlayoutBuffer::new(8000, 8000, 160, ms(20), ms(200));
         for k in 0..4u16 {
-            pb.push(t0 + ms(20) * u32::from(k), k, 160 * u32::from(k), 7, k == 0, &payload);
+            pb.push(
+                t0 + ms(20) * u32::from(k),
+                k,
+                160 * u32::from(k),
+                7,
+                k == 0,
+                &payload,
+            );
         }
         let mut frame = [0i16; 160];
         let _ = pb.pop(t0 + ms(80), &mut Passthrough, &mut frame);

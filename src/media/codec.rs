@@ -181,7 +181,7 @@ impl Decoder {
             Decoder::G711(d) => *d = G711Decoder::new(d.law()),
             Decoder::G722(b) => {
                 b.0.reset();
-                *b = Box::new((G722Decoder::new(), RepeatConcealer::new(160)));
+                **b = (G722Decoder::new(), RepeatConcealer::new(160));
             }
             Decoder::Opus(d) => {
                 let _ = d.reset();
@@ -276,10 +276,14 @@ impl Encoder {
         Ok(match format.codec {
             Codec::Pcmu => Encoder::G711(Law::Ulaw),
             Codec::Pcma => Encoder::G711(Law::Alaw),
-            Codec::G722 => Encoder::G722(Box::new(G722Encoder::new())),
+            Codec::G722 => Encoder::G722(Box::default()),
             Codec::Opus => {
                 let bitrate = format.bitrate.clamp(6000, 510_000);
-                Encoder::Opus(Box::new(OpusEncoder::new(format.rate, bitrate, format.fec)?))
+                Encoder::Opus(Box::new(OpusEncoder::new(
+                    format.rate,
+                    bitrate,
+                    format.fec,
+                )?))
             }
         })
     }
@@ -316,7 +320,9 @@ mod tests {
 
     fn tone(hz: f64, rate: u32, samples: usize) -> Vec<i16> {
         (0..samples)
-            .map(|n| (8000.0 * (2.0 * std::f64::consts::PI * hz * n as f64 / rate as f64).sin()) as i16)
+            .map(|n| {
+                (8000.0 * (2.0 * std::f64::consts::PI * hz * n as f64 / rate as f64).sin()) as i16
+            })
             .collect()
     }
 

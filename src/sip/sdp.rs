@@ -580,8 +580,14 @@ a=rtpmap:102 telephone-event/48000\r\n";
         let all = [Codec::Opus, Codec::G722, Codec::Pcma, Codec::Pcmu];
         let n = negotiate(&sdp, &all, &SecurityPolicy::PLAIN).unwrap();
         assert_eq!((n.codec, n.payload_type), (Codec::Opus, 111));
-        assert_eq!(n.fmtp.as_deref(), Some("maxplaybackrate=16000; useinbandfec=1"));
-        assert_eq!((n.telephone_event, n.telephone_event_rate), (Some(102), 48_000));
+        assert_eq!(
+            n.fmtp.as_deref(),
+            Some("maxplaybackrate=16000; useinbandfec=1")
+        );
+        assert_eq!(
+            (n.telephone_event, n.telephone_event_rate),
+            (Some(102), 48_000)
+        );
         let a = Answer {
             offer: &sdp,
             negotiated: &n,

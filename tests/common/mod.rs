@@ -66,27 +66,34 @@ pub fn tone(freq: f64, secs: f64, rate: f64) -> Vec<i16> {
         .collect()
 }
 
-/// Share of the signal's power at `freq` (Goertzel), 0..1 (~1 for a pure tone).
+/// Share of the signal's power within ±1.5 % of `freq`, 0..1 (~1 for a pure tone).
+///
+/// A band rather than one DFT bin: the bridge's adaptive playout buffer may drop or
+/// insert single samples to follow the network's delay, which plays a tone up to
+/// 0.6 % faster or slower for a while; a listener hears the same tone, and so should
+/// the test. The DFT bins (Goertzel, integer bins) inside the band are summed.
 pub fn tone_share(samples: &[i16], freq: f64, rate: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
     let n = samples.len() as f64;
-    let k = (n * freq / rate).round();
-    let w = 2.0 * std::f64::consts::PI * k / n;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    let mut energy = 0.0f64;
-    for &x in samples {
-        let x = x as f64;
-        energy += x * x;
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    let energy: f64 = samples.iter().map(|&x| (x as f64).powi(2)).sum();
     if energy == 0.0 {
         return 0.0;
+    }
+    let centre = (n * freq / rate).round() as i64;
+    let spread = ((0.015 * freq) / (rate / n)).ceil() as i64;
+    let mut power = 0.0f64;
+    for k in (centre - spread).max(1)..=centre + spread {
+        let w = 2.0 * std::f64::consts::PI * k as f64 / n;
+        let coeff = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &x in samples {
+            let s0 = x as f64 + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        power += s1 * s1 + s2 * s2 - coeff * s1 * s2;
     }
     // For a pure tone at bin k, power = (N·A/2)^2 and energy = N·A^2/2.
     (power * 2.0 / (n * energy)).min(1.0)
