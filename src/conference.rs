@@ -1659,4 +1659,262 @@ mod tests {
             assert_eq!(n + 10, pkt.len(), "AES-CM-80 adds a 10-byte tag");
         }
     }
+
+    // ---- multi-codec rooms, speaker selection, shared encodes ----
+
+    use crate::media::codec::{Decoder, Encoder, Format};
+    use crate::media::playout::FrameDecoder;
+
+    /// A phone of any codec: encodes PCM frames at its rate into RTP.
+    struct CodecPhone {
+        format: Format,
+        pt: u8,
+        encoder: Encoder,
+        decoder: Decoder,
+        sender: RtpSender,
+        phase: f64,
+        heard: Vec<i16>,
+    }
+
+    impl CodecPhone {
+        fn new(n: u8, codec: Codec) -> CodecPhone {
+            let format = Format::new(codec, None);
+            let pt = match codec {
+                Codec::Opus => 111,
+                c => c.payload_type().unwrap(),
+            };
+            CodecPhone {
+                format,
+                pt,
+                encoder: Encoder::new(format).unwrap(),
+                decoder: Decoder::new(format).unwrap(),
+                sender: RtpSender::new(500 + n as u32, 1, 0, pt),
+                phase: 0.0,
+                heard: Vec::new(),
+            }
+        }
+
+        fn params(&self, n: u8) -> MediaParams {
+            MediaParams {
+                codec: self.format.codec,
+                fmtp: None,
+                payload_type: self.pt,
+                telephone_event: Some(101),
+                ..media(n)
+            }
+        }
+
+        /// One 20 ms packet of a tone (`amplitude` 0 for digital silence).
+        fn tone(&mut self, hz: f64, amplitude: f64) -> Vec<u8> {
+            let n = self.format.frame_samples();
+            let rate = self.format.rate as f64;
+            let pcm: Vec<i16> = (0..n)
+                .map(|i| {
+                    let t = self.phase + i as f64 / rate;
+                    (amplitude * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+                })
+                .collect();
+            self.phase += n as f64 / rate;
+            let mut payload = [0u8; MAX_PAYLOAD];
+            let len = self.encoder.encode(&pcm, &mut payload);
+            let mut out = [0u8; MAX_PACKET];
+            let n = self
+                .sender
+                .write(&payload[..len], self.format.timestamp_step(), &mut out)
+                .unwrap();
+            out[..n].to_vec()
+        }
+
+        fn receive(&mut self, packet: &[u8]) {
+            let (h, payload) = rtp::parse(packet).unwrap();
+            assert_eq!(h.payload_type, self.pt);
+            let mut out = Vec::with_capacity(MAX_FRAME);
+            self.decoder.decode(payload, &mut out).unwrap();
+            assert_eq!(out.len(), self.format.frame_samples(), "20 ms per packet");
+            self.heard.extend_from_slice(&out);
+        }
+    }
+
+    /// Share of the power of `x` at `hz` (one DFT bin, Goertzel), 0..1.
+    fn share(x: &[i16], hz: f64, rate: u32) -> f64 {
+        let n = x.len() as f64;
+        let k = (n * hz / rate as f64).round();
+        let coeff = 2.0 * (2.0 * std::f64::consts::PI * k / n).cos();
+        let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
+        for &v in x {
+            let v = v as f64;
+            energy += v * v;
+            let s0 = v + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        if energy == 0.0 {
+            return 0.0;
+        }
+        ((s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * energy)).min(1.0)
+    }
+
+    #[test]
+    fn g711_g722_and_opus_members_share_a_48_khz_room_and_hear_each_other() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let codecs = [Codec::Pcmu, Codec::G722, Codec::Opus];
+        // Tones each codec carries well, on exact 1 s DFT bins.
+        let tones = [500.0, 1300.0, 2300.0];
+        let mut phones: Vec<CodecPhone> = (0..3)
+            .map(|i| CodecPhone::new(i as u8 + 1, codecs[i]))
+            .collect();
+        let calls: Vec<CallToken> = (1..=3).map(CallToken::from_raw).collect();
+        let mut slots = Vec::new();
+        for i in 0..3 {
+            let params = phones[i].params(i as u8 + 1);
+            slots.push(
+                conf.add_member(t0, calls[i], params, seed(i as u8))
+                    .unwrap(),
+            );
+            conf.join(t0, calls[i], 4);
+        }
+        assert_eq!(conf.room_rate(4), 48_000, "Opus makes the room fullband");
+        let mut now = t0;
+        for _ in 0..150 {
+            now += TICK;
+            for i in 0..3 {
+                let mut pkt = phones[i].tone(tones[i], 6000.0);
+                conf.handle_rtp(now, slots[i], addr(i as u8 + 1), &mut pkt);
+            }
+            conf.handle_tick(now);
+            let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+            conf.drain_transmits(|_, dest, bytes| out.push((dest, bytes.to_vec())));
+            for (dest, bytes) in out {
+                let i = (0..3).find(|&i| addr(i as u8 + 1) == dest).unwrap();
+                phones[i].receive(&bytes);
+            }
+        }
+        assert_eq!(conf.speakers(4), 3);
+        for (i, phone) in phones.iter().enumerate() {
+            let rate = phone.format.rate;
+            // The last second.
+            let last = &phone.heard[phone.heard.len() - rate as usize..];
+            let others: f64 = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| share(last, tones[j], rate))
+                .sum();
+            let own = share(last, tones[i], rate);
+            assert!(
+                others > 0.8,
+                "{:?} member hears the others at {others:.2} of its power",
+                codecs[i]
+            );
+            assert!(own < 0.01, "{:?} member hears itself ({own:.3})", codecs[i]);
+            for j in (0..3).filter(|&j| j != i) {
+                let s = share(last, tones[j], rate);
+                assert!(
+                    s > 0.3,
+                    "{:?} hears {:?} only at {s:.2}",
+                    codecs[i],
+                    codecs[j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encoder_runs_per_tick_are_bounded_by_speakers_and_formats_not_room_size() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let codecs = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus];
+        let mut phones = Vec::new();
+        let mut slots = Vec::new();
+        for n in 0..60u8 {
+            let phone = CodecPhone::new(n, codecs[n as usize % 4]);
+            let call = CallToken::from_raw(100 + n as u64);
+            let mut params = phone.params(n);
+            params.remote = Some(SocketAddr::new(addr(1).ip(), 20_000 + n as u16));
+            slots.push(conf.add_member(t0, call, params, seed(n)).unwrap());
+            conf.join(t0, call, 1);
+            phones.push(phone);
+        }
+        // Five talk (more than max_speakers), the other 55 listen.
+        let mut now = t0;
+        let mut runs = Vec::new();
+        for tick in 0..80 {
+            now += TICK;
+            for (i, phone) in phones.iter_mut().enumerate() {
+                let amplitude = if i < 5 {
+                    3000.0 + 1000.0 * i as f64
+                } else {
+                    0.0
+                };
+                let mut pkt = phone.tone(300.0 + 100.0 * i as f64, amplitude);
+                let source = SocketAddr::new(addr(1).ip(), 20_000 + i as u16);
+                conf.handle_rtp(now, slots[i], source, &mut pkt);
+            }
+            let before = conf.counters().encoder_runs;
+            conf.handle_tick(now);
+            conf.drain_transmits(|_, _, _| {});
+            if tick >= 40 {
+                runs.push(conf.counters().encoder_runs - before);
+            }
+        }
+        let speakers = conf.speakers(1);
+        assert_eq!(speakers, 3);
+        let bound = (speakers as u64 + 1) * codecs.len() as u64;
+        // Exactly: each speaker's own encode, and one shared encode per listener format.
+        assert!(runs.iter().all(|&r| r == speakers as u64 + 4), "{runs:?}");
+        assert!(runs.iter().all(|&r| r <= bound));
+        // The loudest three (members 2, 3 and 4) are the speakers.
+        for (n, slot) in slots.iter().enumerate() {
+            let m = conf.slots[*slot].as_ref().unwrap();
+            assert_eq!(m.voice.speaking, (2..5).contains(&n), "member {n}");
+        }
+    }
+
+    #[test]
+    fn speaker_selection_has_hysteresis_and_a_noise_gate() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let calls: Vec<CallToken> = (1..=5).map(CallToken::from_raw).collect();
+        let slots: Vec<usize> = (0..5)
+            .map(|i| {
+                let s = conf
+                    .add_member(t0, calls[i], media(i as u8 + 1), seed(i as u8))
+                    .unwrap();
+                conf.join(t0, calls[i], 2);
+                s
+            })
+            .collect();
+        let mut txs: Vec<Tx> = (0..5).map(|i| Tx::new(i as u8)).collect();
+        let mut now = t0;
+        // Constant (DC) levels: dBov = 20 log10(level / 32768).
+        let mut run = |conf: &mut Conference, levels: [i16; 5], ticks: usize, now: &mut Instant| {
+            for _ in 0..ticks {
+                *now += TICK;
+                for i in 0..5 {
+                    let mut pkt = txs[i].audio(levels[i]);
+                    conf.handle_rtp(*now, slots[i], addr(i as u8 + 1), &mut pkt);
+                }
+                conf.handle_tick(*now);
+                conf.drain_transmits(|_, _, _| {});
+            }
+            (0..5)
+                .map(|i| conf.is_speaker(calls[i]))
+                .collect::<Vec<bool>>()
+        };
+        // Member 4 is a hissing idle line at about -60 dBov (below the -50 dBov gate):
+        // it stays out even though there is room for a speaker.
+        let speaking = run(&mut conf, [3000, 2500, 0, 0, 32], 50, &mut now);
+        assert_eq!(speaking, [true, true, false, false, false]);
+        let speaking = run(&mut conf, [3000, 2500, 2000, 0, 32], 50, &mut now);
+        assert_eq!(speaking, [true, true, true, false, false]);
+        // A fourth, louder than the quietest speaker by less than the switching margin,
+        // does not displace anyone.
+        let speaking = run(&mut conf, [3000, 2500, 2000, 2400, 32], 50, &mut now);
+        assert_eq!(speaking, [true, true, true, false, false]);
+        // Much louder (+12 dB): it takes the quietest speaker's place.
+        let speaking = run(&mut conf, [3000, 2500, 2000, 8000, 32], 50, &mut now);
+        assert_eq!(speaking, [true, true, false, true, false]);
+        // Everyone stops: speakers leave after the gate's hangover.
+        let speaking = run(&mut conf, [0, 0, 0, 0, 32], 20, &mut now);
+        assert_eq!(speaking, [false; 5]);
+    }
 }
