@@ -242,11 +242,6 @@ impl FrameDecoder for Decoder {
                     None => d.conceal(slot),
                 };
                 if done.is_err() {
-                    eprintln!(
-                        "DBG conceal failed {samples} next={} {:?}",
-                        next.is_some(),
-                        done
-                    );
                     slot.fill(0);
                 }
             }
