@@ -274,18 +274,36 @@ impl Fifo {
         self.samples.len()
     }
 
+    /// The ring's index ranges for `count` samples from logical position `from`: one
+    /// piece, or two when they wrap. Slice copies, not a modulo per sample: this runs
+    /// for every member on every tick.
+    fn pieces(&self, from: usize, count: usize) -> [std::ops::Range<usize>; 2] {
+        let capacity = self.capacity();
+        let first = (self.start + from) % capacity;
+        let head = count.min(capacity - first);
+        [first..first + head, 0..count - head]
+    }
+
     /// Appends `source` (or zeros when `None`) up to `count` samples, as much as fits;
     /// returns how many were taken.
     fn push(&mut self, source: Option<&[i16]>, count: usize, kind: Kind) -> usize {
-        let capacity = self.capacity();
-        let count = count.min(capacity - self.len);
-        for i in 0..count {
-            let at = (self.start + self.len + i) % capacity;
-            let value = source.and_then(|s| s.get(i)).copied().unwrap_or(0);
-            if let (Some(sample), Some(k)) = (self.samples.get_mut(at), self.kinds.get_mut(at)) {
-                *sample = value;
-                *k = kind;
+        let count = count.min(self.capacity() - self.len);
+        let source = source.unwrap_or_default();
+        let mut taken = 0;
+        for range in self.pieces(self.len, count) {
+            let n = range.len();
+            if let (Some(dst), Some(kinds)) = (
+                self.samples.get_mut(range.clone()),
+                self.kinds.get_mut(range),
+            ) {
+                let from_source = source.len().saturating_sub(taken).min(n);
+                if let Some(src) = source.get(taken..taken + from_source) {
+                    dst[..from_source].copy_from_slice(src);
+                }
+                dst[from_source..].fill(0);
+                kinds.fill(kind);
             }
+            taken += n;
         }
         self.len += count;
         count
@@ -293,33 +311,35 @@ impl Fifo {
 
     /// Copies the first `dst.len()` samples (zeros past the end) without removing them.
     fn peek(&self, dst: &mut [i16]) {
-        let capacity = self.capacity();
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = if i < self.len {
-                self.samples
-                    .get((self.start + i) % capacity)
-                    .copied()
-                    .unwrap_or(0)
-            } else {
-                0
-            };
+        let available = dst.len().min(self.len);
+        let mut at = 0;
+        for range in self.pieces(0, available) {
+            let n = range.len();
+            if let (Some(d), Some(src)) = (dst.get_mut(at..at + n), self.samples.get(range)) {
+                d.copy_from_slice(src);
+            }
+            at += n;
+        }
+        if let Some(rest) = dst.get_mut(available..) {
+            rest.fill(0);
         }
     }
 
     /// Removes the first `count` samples, wiping them; returns the best kind among them.
     fn consume(&mut self, count: usize) -> Kind {
-        let capacity = self.capacity();
         let count = count.min(self.len);
         let mut best = Kind::Silence;
-        for _ in 0..count {
-            if let (Some(sample), Some(kind)) =
-                (self.samples.get_mut(self.start), self.kinds.get(self.start))
-            {
-                *sample = 0;
-                best = best.max(*kind);
+        for range in self.pieces(0, count) {
+            if let Some(kinds) = self.kinds.get(range.clone()) {
+                if let Some(&k) = kinds.iter().max() {
+                    best = best.max(k);
+                }
             }
-            self.start = (self.start + 1) % capacity;
+            if let Some(samples) = self.samples.get_mut(range) {
+                samples.fill(0);
+            }
         }
+        self.start = (self.start + count) % self.capacity();
         self.len -= count;
         best
     }
