@@ -6,7 +6,8 @@
 //! 1,000 members where 3 members talk (a speech-like voiced signal) and everyone else
 //! sends background noise at about -60 dBov (below the noise gate, as a quiet office
 //! line does): every member's packets are decoded, as the bridge must to notice a new
-//! talker. Prints the shard thread's CPU time per member-second (median of the timed
+//! talker. The "DTX listeners" rows have the listeners muted with Opus DTX on (what
+//! our `usedtx=1` asks for), so they send a packet every 400 ms. Prints the shard thread's CPU time per member-second (median of the timed
 //! seconds), and the encoder runs per tick.
 //!
 //! Only std and the crate; input packets are built before timing starts.
@@ -17,6 +18,7 @@
 use sotto::conference::{Conference, ConferenceSettings, MediaParams, RtpSeed};
 use sotto::config::Codec;
 use sotto::media::codec::{Encoder, Format, MAX_PAYLOAD};
+use sotto::media::opus::{OpusEncoder, DTX_MAX_BYTES};
 use sotto::media::rtp::RtpSender;
 use sotto::redact::CallToken;
 use sotto::room::prompts::Prompts;
@@ -75,10 +77,13 @@ struct Case {
     codec: Codec,
     fmtp: Option<&'static str>,
     payload_type: u8,
+    /// Listeners are muted and use Opus DTX (as our fmtp's `usedtx=1` asks): frames
+    /// of at most 2 bytes are not sent.
+    dtx: bool,
 }
 
 /// Payloads for `ticks` frames: one sequence per speaker, one shared by the listeners.
-fn payloads(format: Format, ticks: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
+fn payloads(format: Format, ticks: usize, dtx: bool) -> (Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
     let n = format.frame_samples();
     let mut buf = [0u8; MAX_PAYLOAD];
     let speakers = (0..SPEAKERS)
@@ -93,11 +98,24 @@ fn payloads(format: Format, ticks: usize) -> (Vec<Vec<Vec<u8>>>, Vec<Vec<u8>>) {
                 .collect()
         })
         .collect();
-    let mut enc = Encoder::new(format).expect("encoder");
+    let mut enc = if dtx {
+        let mut e = OpusEncoder::new(format.rate, format.bitrate, format.fec).expect("opus");
+        e.set_dtx(true).expect("dtx");
+        Encoder::Opus(Box::new(e))
+    } else {
+        Encoder::new(format).expect("encoder")
+    };
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let quiet = (0..ticks)
         .map(|_| {
-            let len = enc.encode(&noise(n, &mut state), &mut buf);
+            // DTX listeners are muted phones (digital silence, which libopus's DTX
+            // recognises); the others send background noise.
+            let pcm = if dtx {
+                vec![0; n]
+            } else {
+                noise(n, &mut state)
+            };
+            let len = enc.encode(&pcm, &mut buf);
             buf[..len].to_vec()
         })
         .collect();
@@ -108,7 +126,7 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
     let t0 = Instant::now();
     let format = Format::new(case.codec, case.fmtp);
     let ticks = WARM_TICKS + SECONDS * 50;
-    let (speaker_payloads, quiet) = payloads(format, ticks);
+    let (speaker_payloads, quiet) = payloads(format, ticks, case.dtx);
     let prompts = Arc::new(Prompts::from_fn(|_| vec![0; 160]));
     let mut conf = Conference::new(ConferenceSettings::default(), prompts);
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -136,7 +154,7 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
         senders.push(RtpSender::new(77 + m as u32, 1, 0, case.payload_type));
     }
     // Every member's packets, built before timing.
-    let mut packets: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(members); ticks];
+    let mut packets: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::with_capacity(members); ticks];
     let mut out = vec![0u8; 12 + MAX_PAYLOAD];
     for (t, tick_packets) in packets.iter_mut().enumerate() {
         for (m, sender) in senders.iter_mut().enumerate() {
@@ -145,10 +163,15 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
             } else {
                 &quiet[t]
             };
+            if payload.len() <= DTX_MAX_BYTES {
+                // A DTX frame: not sent; the timestamp moves on.
+                sender.skip(format.timestamp_step());
+                continue;
+            }
             let n = sender
                 .write(payload, format.timestamp_step(), &mut out)
                 .expect("rtp");
-            tick_packets.push(out[..n].to_vec());
+            tick_packets.push((m, out[..n].to_vec()));
         }
     }
     let mut per_second = Vec::new();
@@ -161,9 +184,9 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
             runs_start = conf.counters().encoder_runs;
         }
         let now = t0 + TICK * (t as u32 + 1);
-        for (m, pkt) in tick_packets.iter_mut().enumerate() {
-            let source = SocketAddr::new(ip, 20_000 + m as u16);
-            conf.handle_rtp(now, slots[m], source, pkt);
+        for (m, pkt) in tick_packets.iter_mut() {
+            let source = SocketAddr::new(ip, 20_000 + *m as u16);
+            conf.handle_rtp(now, slots[*m], source, pkt);
         }
         conf.handle_tick(now);
         conf.drain_transmits(|_, dest, bytes| {
@@ -199,24 +222,42 @@ fn main() {
             codec: Codec::Pcmu,
             fmtp: None,
             payload_type: 0,
+            dtx: false,
         },
         Case {
             name: "G.722",
             codec: Codec::G722,
             fmtp: None,
             payload_type: 9,
+            dtx: false,
         },
         Case {
             name: "Opus 16 kHz",
             codec: Codec::Opus,
             fmtp: Some("maxplaybackrate=16000;useinbandfec=1"),
             payload_type: 111,
+            dtx: false,
+        },
+        Case {
+            name: "Opus 16 kHz, DTX listeners",
+            codec: Codec::Opus,
+            fmtp: Some("maxplaybackrate=16000;useinbandfec=1"),
+            payload_type: 111,
+            dtx: true,
         },
         Case {
             name: "Opus 48 kHz",
             codec: Codec::Opus,
             fmtp: Some("useinbandfec=1"),
             payload_type: 111,
+            dtx: false,
+        },
+        Case {
+            name: "Opus 48 kHz, DTX listeners",
+            codec: Codec::Opus,
+            fmtp: Some("useinbandfec=1"),
+            payload_type: 111,
+            dtx: true,
         },
     ];
     let sizes: Vec<usize> = match std::env::var("SOTTO_BENCH_SIZES") {

@@ -603,7 +603,7 @@ a=rtpmap:102 telephone-event/48000\r\n";
         assert!(lines.contains(&"m=audio 30000 RTP/AVP 111 102"), "{a}");
         assert!(lines.contains(&"a=rtpmap:111 opus/48000/2"), "{a}");
         assert!(
-            lines.contains(&"a=fmtp:111 maxplaybackrate=48000;stereo=0;useinbandfec=1"),
+            lines.contains(&"a=fmtp:111 maxplaybackrate=48000;stereo=0;useinbandfec=1;usedtx=1"),
             "{a}"
         );
         assert!(lines.contains(&"a=rtpmap:102 telephone-event/48000"), "{a}");
