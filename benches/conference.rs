@@ -154,7 +154,8 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
         senders.push(RtpSender::new(77 + m as u32, 1, 0, case.payload_type));
     }
     // Every member's packets, built before timing.
-    let mut packets: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::with_capacity(members); ticks];
+    let mut packets: Vec<Vec<(usize, Vec<u8>)>> =
+        (0..ticks).map(|_| Vec::with_capacity(members)).collect();
     let mut out = vec![0u8; 12 + MAX_PAYLOAD];
     for (t, tick_packets) in packets.iter_mut().enumerate() {
         for (m, sender) in senders.iter_mut().enumerate() {
@@ -192,7 +193,7 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
         conf.drain_transmits(|_, dest, bytes| {
             black_box((dest, bytes));
         });
-        if t >= WARM_TICKS && (t - WARM_TICKS + 1) % 50 == 0 {
+        if t >= WARM_TICKS && (t - WARM_TICKS + 1).is_multiple_of(50) {
             let cpu = cpu_time();
             per_second.push((cpu - cpu_start).as_secs_f64() * 1e6 / members as f64);
             cpu_start = cpu;
