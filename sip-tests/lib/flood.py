@@ -45,22 +45,22 @@ def garbage(rng, n):
     return rng.choice(kinds)()
 
 
-def invite(rng, n, room="conference", host="127.0.0.1", port=5060, src="127.0.0.10"):
+def invite(rng, n, room="conference", host="127.0.0.1", port=5060, src="127.0.0.10", sport=5099):
     body = (f"v=0\r\no=- {n} {n} IN IP4 {src}\r\ns=-\r\nc=IN IP4 {src}\r\nt=0 0\r\n"
             f"m=audio {20000 + 2 * (n % 1000)} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
             "a=rtpmap:101 telephone-event/8000\r\n").encode()
     head = (f"INVITE sip:{room}@{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {src}:5099;branch=z9hG4bKflood{n:x}{rng.getrandbits(32):x}\r\n"
+            f"Via: SIP/2.0/UDP {src}:{sport};branch=z9hG4bKflood{n:x}{rng.getrandbits(32):x};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:flood@{src}>;tag=f{n:x}\r\n"
             f"To: <sip:{room}@{host}>\r\nCall-ID: flood{n:x}.{rng.getrandbits(48):x}@{src}\r\n"
-            f"CSeq: 1 INVITE\r\nContact: <sip:flood@{src}:5099>\r\n"
+            f"CSeq: 1 INVITE\r\nContact: <sip:flood@{src}:{sport}>\r\n"
             f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     return head + body
 
 
-def scanner_options(rng, n, src):
+def scanner_options(rng, n, src, sport):
     return (f"OPTIONS sip:100@127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {src}:5099;branch=z9hG4bKscan{n:x}\r\n"
+            f"Via: SIP/2.0/UDP {src}:{sport};branch=z9hG4bKscan{n:x};rport\r\n"
             f"Max-Forwards: 70\r\nFrom: <sip:100@{src}>;tag=s{n:x}\r\nTo: <sip:100@127.0.0.1>\r\n"
             f"Call-ID: scan{n:x}.{rng.getrandbits(32):x}\r\nCSeq: 1 OPTIONS\r\n"
             f"User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n").encode()
@@ -95,7 +95,7 @@ def main():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((src, 0))
         s.setblocking(False)
-        socks.append((src, s))
+        socks.append((src, s.getsockname()[1], s))
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rtp.bind((a.rtp_source, 0))
     rtp.setblocking(False)
@@ -117,7 +117,7 @@ def main():
         if now - t0 >= a.secs:
             break
         # what the bridge answered, if anything
-        r, _, _ = select.select([s for _, s in socks], [], [], 0)
+        r, _, _ = select.select([s for _, _, s in socks], [], [], 0)
         for s in r:
             for _ in range(64):
                 try:
@@ -132,14 +132,14 @@ def main():
         owed += a.rate * tick
         while owed >= 1:
             owed -= 1
-            src, s = socks[n % len(socks)]
+            src, sport, s = socks[n % len(socks)]
             k = rng.random()
             if k < 0.5:
                 msg, kind = garbage(rng, n), "garbage"
             elif k < 0.85:
-                msg, kind = invite(rng, n, a.room, host, port, src), "invite"
+                msg, kind = invite(rng, n, a.room, host, port, src, sport), "invite"
             else:
-                msg, kind = scanner_options(rng, n, src), "scanner"
+                msg, kind = scanner_options(rng, n, src, sport), "scanner"
             try:
                 s.sendto(msg, (host, port))
                 sent[kind] += 1

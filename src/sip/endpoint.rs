@@ -25,7 +25,7 @@ use super::transaction::{
 use super::transport::{Flow, Transport};
 use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
-use ezk_sip_types::{Method, Name};
+use ezk_sip_types::{Headers, Method, Name};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -156,6 +156,10 @@ const MAX_PENDING_PER_SOURCE: usize = 16;
 
 /// Unconfirmed calls, all sources together.
 const MAX_PENDING_TOTAL: usize = 256;
+
+/// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
+/// rehash (see `Endpoint::shrink_tables`).
+const SHRINK_FLOOR: usize = 64;
 
 /// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
 const MAX_BUDGET_BYTES: usize = 64 * 1024;
@@ -379,6 +383,38 @@ impl Endpoint {
             .filter_map(|(t, _)| t.poll_timeout())
             .min();
         [a, b, c].into_iter().flatten().min()
+    }
+
+    /// Gives back the memory of tables a burst has grown and that have emptied since.
+    ///
+    /// A hash map keeps its largest capacity for good: after an INVITE flood the
+    /// transaction table alone would hold megabytes of empty slots (and with the process
+    /// memory locked, the allocator cannot hand freed pages back piecemeal). A table is
+    /// shrunk once it is less than a quarter full, to twice what it holds, so a steady
+    /// load never reallocates back and forth.
+    fn shrink_tables(&mut self) {
+        fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > SHRINK_FLOOR && map.capacity() > 4 * map.len() {
+                map.shrink_to((2 * map.len()).max(SHRINK_FLOOR));
+            }
+        }
+        shrink(&mut self.invites);
+        shrink(&mut self.non_invites);
+        shrink(&mut self.clients);
+        shrink(&mut self.dialogs);
+        shrink(&mut self.by_key);
+        shrink(&mut self.invite_of);
+        shrink(&mut self.merged);
+        shrink(&mut self.budgets);
+        shrink(&mut self.verified);
+        shrink(&mut self.pending);
+        let order = &mut self.budget_order;
+        if order.capacity() > SHRINK_FLOOR && order.capacity() > 4 * order.len() {
+            order.shrink_to((2 * order.len()).max(SHRINK_FLOOR));
+        }
+        if self.transmits.capacity() > SHRINK_FLOOR && self.transmits.is_empty() {
+            self.transmits.shrink_to(SHRINK_FLOOR);
+        }
     }
 
     /// Feeds one received UDP datagram.
@@ -909,12 +945,23 @@ impl Endpoint {
                 self.transmits.push_back(t);
             }
         }
+        // The transaction is completed: from here on it only retransmits its response
+        // and absorbs the ACK, which needs no part of the request. Keeping the parsed
+        // request (and the datagram its headers point into) for the 32 s of Timer H
+        // is what made an INVITE flood's 503s cost ~3 KiB each; without it ~1 KiB.
+        let request = Request {
+            method: req.method.clone(),
+            uri: None,
+            headers: Headers::new(),
+            body: Bytes::new(),
+            version_supported: req.version_supported,
+        };
         self.invites.insert(
             key,
             InviteEntry {
                 tx,
                 call,
-                request: req.clone(),
+                request,
                 flow,
                 cseq: req.cseq().map(|c| c.cseq).unwrap_or(0),
                 merge_key: None,
@@ -1326,6 +1373,7 @@ impl Endpoint {
         self.budgets.retain(|_, b| b.expires > now);
         let budgets = &self.budgets;
         self.budget_order.retain(|ip| budgets.contains_key(ip));
+        self.shrink_tables();
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);
             let confirmed = self
