@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use sotto::config::Config;
 use sotto::metrics::Metrics;
 use sotto::privacy::sandbox::{lock_down, SandboxOptions};
-use sotto::room::pin::hash_pin;
+use sotto::room::pin::{hash_pin, PinLength, RECOMMENDED_PIN_DIGITS};
 use sotto::room::prompts::Prompts;
 use std::io::Read;
 use std::path::PathBuf;
@@ -50,6 +50,20 @@ fn real_main() -> Result<()> {
                 .chain(config.sip.tcp.iter().map(|a| format!("tcp {a}")))
                 .chain(config.sip.tls.iter().map(|a| format!("tls {a}")))
                 .collect();
+            // PINs under MIN_PIN_DIGITS do not even parse (Config::load refused them).
+            for (i, room) in config.rooms.iter().enumerate() {
+                match room.pin.length() {
+                    PinLength::Short(n) => eprintln!(
+                        "{path}: warning: `room[{i}].pin` has {n} digits; use \
+                         {RECOMMENDED_PIN_DIGITS} or more (docs/security.md)"
+                    ),
+                    PinLength::Unknown => eprintln!(
+                        "{path}: note: `room[{i}].pin` does not record its length, so it \
+                         cannot be checked; make it again with `sotto hash-pin`"
+                    ),
+                    PinLength::Enough(_) => {}
+                }
+            }
             println!(
                 "{path}: ok ({} room(s), SIP on {}, RTP {}-{})",
                 config.rooms.len(),
@@ -120,6 +134,17 @@ fn run(config_path: PathBuf) -> Result<()> {
         .init();
     let prompts = Prompts::load(&config.prompts.directory, config.prompts.language.code())
         .context("loading prompts")?;
+    // Counted, not named: room ids stay out of the logs.
+    let short = config
+        .rooms
+        .iter()
+        .filter(|r| matches!(r.pin.length(), PinLength::Short(_)))
+        .count();
+    if short > 0 {
+        tracing::warn!(
+            "{short} room PIN(s) shorter than {RECOMMENDED_PIN_DIGITS} digits (see `sotto check-config`)"
+        );
+    }
 
     // Everything the process will ever open is open now: lock down before any thread
     // starts, so every thread inherits the sandbox.
