@@ -233,7 +233,9 @@ fn pin_guessing_is_throttled_while_the_right_pin_from_elsewhere_gets_in() {
     let failures = metric(&page, "sotto_pin_failures_total");
     let lockouts = metric(&page, "sotto_lockouts_total");
     let refused = metric(&page, "sotto_pin_refused_total");
-    println!("guessing: checked failures {failures}, refused unchecked {refused}, lockouts {lockouts}");
+    println!(
+        "guessing: checked failures {failures}, refused unchecked {refused}, lockouts {lockouts}"
+    );
     assert!(lockouts >= 1, "the guessing source was never throttled");
     // Nine attempts were made; once throttled they are refused unchecked.
     assert!(failures < 9, "every guess was checked ({failures})");
