@@ -124,6 +124,8 @@ pub struct Metrics {
     pub pin_failures: Counter,
     /// Sources locked out for guessing (set by the guessing limits).
     pub lockouts: Counter,
+    /// PIN attempts refused unchecked because their source was throttled.
+    pub pin_refused: Counter,
     /// Answered calls by media protection.
     pub media_security: Family<SecurityLabels, Counter>,
     /// SIP input dropped or refused, by reason.
@@ -161,6 +163,7 @@ impl Metrics {
             active_rooms: Gauge::default(),
             pin_failures: Counter::default(),
             lockouts: Counter::default(),
+            pin_refused: Counter::default(),
             media_security: Family::default(),
             sip_dropped: Family::default(),
             srtp_auth_failures: Counter::default(),
@@ -191,6 +194,11 @@ impl Metrics {
             "lockouts",
             "Sources locked out for PIN guessing",
             m.lockouts.clone(),
+        );
+        registry.register(
+            "pin_refused",
+            "PIN attempts refused unchecked: the source was throttled",
+            m.pin_refused.clone(),
         );
         registry.register(
             "media_security",
@@ -310,6 +318,7 @@ mod tests {
             "sotto_active_rooms 0",
             "sotto_pin_failures_total 0",
             "sotto_lockouts_total 0",
+            "sotto_pin_refused_total 0",
             "sotto_media_security_total{mode=\"plain\"} 1",
             "sotto_sip_dropped_total{reason=\"malformed\"} 3",
             "sotto_srtp_auth_failures_total 0",

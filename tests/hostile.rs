@@ -232,10 +232,14 @@ fn pin_guessing_is_throttled_while_the_right_pin_from_elsewhere_gets_in() {
     let page = metrics(server.metrics_addr().unwrap());
     let failures = metric(&page, "sotto_pin_failures_total");
     let lockouts = metric(&page, "sotto_lockouts_total");
-    println!("guessing: checked failures {failures}, lockouts {lockouts}");
+    let refused = metric(&page, "sotto_pin_refused_total");
+    println!(
+        "guessing: checked failures {failures}, refused unchecked {refused}, lockouts {lockouts}"
+    );
     assert!(lockouts >= 1, "the guessing source was never throttled");
     // Nine attempts were made; once throttled they are refused unchecked.
     assert!(failures < 9, "every guess was checked ({failures})");
+    assert_eq!(failures + refused, 9, "every attempt is checked or refused");
 
     // Meanwhile a caller from another source with the right PIN gets in.
     let mut host = Phone::new_at(bridge, 440.0, "127.0.11.1");

@@ -1285,10 +1285,11 @@ fn nasty_datagrams() -> Vec<(&'static str, Vec<u8>)> {
             v[at + 1] = 0xfe;
             v
         }),
+        // Not a version at all (another version, SIP/7.0, gets a 505: see below).
         (
             "bad SIP version",
             invite
-                .replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1)
+                .replacen("SIP/2.0\r\n", "SIP/2.x\r\n", 1)
                 .into_bytes(),
         ),
         ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
@@ -1299,6 +1300,79 @@ fn nasty_datagrams() -> Vec<(&'static str, Vec<u8>)> {
         ("too large", vec![b'A'; 70_000]),
         ("1000 Via lines", thousand_via_lines.into_bytes()),
     ]
+}
+
+#[test]
+fn another_sip_version_gets_505_and_nothing_else() {
+    // RFC 4475 §3.1.2.16: a request of SIP/7.0 is answered 505, whatever its method.
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKv7", "v7@x")
+        .text()
+        .replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1);
+    let out = b.deliver(0, Bytes::from(invite.clone()));
+    assert_eq!(codes(&out), [505]);
+    assert!(b.events().is_empty(), "no call in another version");
+    assert_eq!(b.ep.dialogs(), 0);
+    // Its Via says SIP/7.0 too: copied as written.
+    let out = b.deliver(0, Bytes::from(invite.replace("SIP/2.0/UDP", "SIP/7.0/UDP")));
+    assert_eq!(codes(&out), [505]);
+    assert!(texts(out.iter())[0].contains("\r\nVia: SIP/7.0/UDP "));
+    // An ACK gets nothing, and a scanner nothing either.
+    let ack =
+        Req::new("ACK", "z9hG4bKv7a", "v7a@x", 1)
+            .text()
+            .replacen("SIP/2.0\r\n", "SIP/3.0\r\n", 1);
+    assert!(b.deliver(0, Bytes::from(ack)).is_empty());
+}
+
+#[test]
+fn an_invite_that_cannot_read_sdp_gets_406() {
+    // RFC 3261 §20.1, §21.4.7; RFC 4475 §3.3.15 (sdp01).
+    let mut b = Bench::new();
+    for (i, accept) in [
+        "Accept: text/nobodyKnowsThis",
+        "Accept: ",
+        "Accept: application/sdp;q=0, text/plain",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let invite = Req::invite(&format!("z9hG4bK406n{i}"), &format!("n406-{i}@x")).header(accept);
+        let out = b.deliver(0, invite.build());
+        assert_eq!(codes(&out), [406], "{accept}");
+        assert_eq!(
+            raw(&response(&out[0]), Name::ACCEPT).as_deref(),
+            Some("application/sdp")
+        );
+    }
+    assert!(b.events().is_empty());
+    // Ranges that cover SDP, and no Accept at all, bring the call up.
+    for (i, accept) in [
+        "Accept: application/sdp",
+        "Accept: text/plain, Application/SDP;level=1",
+        "Accept: application/*;q=0.5",
+        "Accept: */*",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let invite = Req::invite(&format!("z9hG4bK406y{i}"), &format!("y406-{i}@x")).header(accept);
+        b.deliver(0, invite.build());
+        assert_eq!(b.events().len(), 1, "{accept}");
+    }
+}
+
+#[test]
+fn headers_in_the_request_uri_get_400() {
+    // RFC 3261 §19.1.1 Table 1; RFC 4475 §3.1.2.11 (escruri).
+    let mut b = Bench::new();
+    let mut invite = Req::invite("z9hG4bKescruri", "escruri@x");
+    invite.uri = "sip:conf@127.0.0.1:5060?Route=%3Csip:example.com%3E".to_string();
+    assert_eq!(codes(&b.deliver(0, invite.build())), [400]);
+    assert!(b.events().is_empty());
+    let mut opt = Req::new("OPTIONS", "z9hG4bKescruo", "escruo@x", 1);
+    opt.uri = "sip:conf@127.0.0.1?Subject=hi".to_string();
+    assert_eq!(codes(&b.deliver(0, opt.build())), [400]);
 }
 
 #[test]

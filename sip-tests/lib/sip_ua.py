@@ -16,6 +16,11 @@ Modes
          --tone Hz until --hangup-at (unix time); record what arrives
          (SRTP-authenticated by libsrtp2, decoded from PCMU) to received.wav and
          what was sent to sent.wav; BYE.  The audio is judged by audio_check.py.
+         As soon as the 200 arrives, answer.json says where the bridge wants the
+         media ("addr", "port"; sip-tests/lib/flood.py sprays forged RTP there).
+         --gap-window START,END (unix times): the longest gap between PCMU packets
+         from the bridge that arrive in that window is reported (result.json
+         media.max_gap_ms); with --max-gap-ms a longer gap fails the call.
 
 Common: --transport tls|udp --host 127.0.0.1 --port 5061 --room conference
   --bridge-log FILE (TLS: the peer certificate's SHA-256 must equal the
@@ -389,6 +394,7 @@ class Media:
                       "rx_len": {}, "rx_ssrcs": []}
         self.dtmf_sent = ""
         self.t_dtmf_done = None
+        self.arrivals = []           # time.time() of each PCMU packet
 
     def run(self, t_end):
         rx = threading.Thread(target=self._rx, daemon=True)
@@ -432,6 +438,7 @@ class Media:
                 self.stats["rx_ssrcs"].append(ssrc)
             self.stats["rx_pts"][str(pt)] = self.stats["rx_pts"].get(str(pt), 0) + 1
             if pt == 0:
+                self.arrivals.append(time.time())
                 self.stats["rx_audio"] += 1
                 self.received.append(pkt[off:])
             elif pt == 101:
@@ -506,6 +513,18 @@ class Media:
         self.stats["tone_sent"] = tone_on
 
 
+def gap_stats(arrivals, start, end):
+    """Longest gap (ms) between PCMU arrivals in [start, end], counting the time from
+    start to the first packet and from the last packet to end (a stall at either
+    edge counts too); and how many gaps exceeded 60 ms."""
+    times = [start] + [t for t in arrivals if start <= t <= end] + [end]
+    gaps = [(b - a) * 1000 for a, b in zip(times, times[1:])]
+    return {"max_gap_ms": round(max(gaps), 1) if gaps else None,
+            "gaps_over_60ms": sum(1 for g in gaps if g > 60),
+            "window_packets": len(times) - 2,
+            "window_secs": round(end - start, 2)}
+
+
 def write_wav(path, ulaw_chunks):
     b = np.frombuffer(b"".join(ulaw_chunks), dtype=np.uint8)
     pcm = ULAW_DEC[b].astype("<i2").tobytes()
@@ -543,6 +562,8 @@ def main():
     ap.add_argument("--dtmf-gap", type=float, default=0.2)
     ap.add_argument("--hangup-at", type=float, default=0.0)
     ap.add_argument("--hold", type=float, default=10.0)
+    ap.add_argument("--gap-window", default=None, help="START,END unix times")
+    ap.add_argument("--max-gap-ms", type=float, default=None)
     a = ap.parse_args()
     if not a.host.startswith("127."):
         sys.exit("sip_ua.py: loopback (127.0.0.0/8) targets only")
@@ -623,6 +644,9 @@ def main():
                          "crypto": [(t, s) for t, s, _ in ans["crypto"]]}
         log(f"answer: m=audio {ans['port']} {ans['proto']} {' '.join(ans['fmts'])}; "
             f"crypto {res['answer']['crypto']}")
+        with open(os.path.join(a.out, "answer.json.tmp"), "w") as f:
+            json.dump({"addr": ans["addr"], "port": ans["port"]}, f)
+        os.replace(os.path.join(a.out, "answer.json.tmp"), os.path.join(a.out, "answer.json"))
         chosen = None
         if suites:
             if len(ans["crypto"]) != 1:
@@ -664,6 +688,16 @@ def main():
                 f"SRTP {chosen[0] if chosen else 'off'}; hang up in {t_end - time.time():.1f}s")
             med.run(t_end)
             res["media"] = med.stats
+            if a.gap_window:
+                start, end = (float(x) for x in a.gap_window.split(","))
+                g = gap_stats(med.arrivals, start, min(end, time.time()))
+                med.stats.update(g)
+                log(f"longest gap between packets from the bridge in the window: "
+                    f"{g['max_gap_ms']} ms ({g['window_packets']} packets in "
+                    f"{g['window_secs']} s, {g['gaps_over_60ms']} gaps over 60 ms)")
+                if a.max_gap_ms is not None and (g["max_gap_ms"] or 0) > a.max_gap_ms:
+                    fails.append(f"audio from the bridge stalled: a gap of {g['max_gap_ms']} ms "
+                                 f"(bound {a.max_gap_ms:.0f} ms)")
             res["dtmf_sent"] = med.dtmf_sent
             res["t_dtmf_done"] = med.t_dtmf_done
             write_wav(os.path.join(a.out, "received.wav"), med.received)

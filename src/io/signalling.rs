@@ -242,6 +242,9 @@ impl Signalling {
         let now = self.guard.counters();
         let then = self.guard_published;
         self.metrics.lockouts.inc_by(now.lockouts - then.lockouts);
+        self.metrics
+            .pin_refused
+            .inc_by(now.refused_attempts - then.refused_attempts);
         self.metrics.dropped(
             DropReason::RateLimited,
             now.rate_limited - then.rate_limited,

@@ -38,6 +38,33 @@ pub enum PinError {
 /// Shortest PIN `hash-pin` accepts: 6 digits (1,000,000 combinations).
 pub const MIN_PIN_DIGITS: usize = 6;
 
+/// Shortest PIN `check-config` accepts without a warning: at the default guessing budget
+/// an 8-digit PIN holds about 57 years, a 6-digit one about 7 months (docs/security.md).
+pub const RECOMMENDED_PIN_DIGITS: usize = 8;
+
+/// Longest PIN whose length a hash may record (the IVR collects at most 64 digits).
+const MAX_RECORDED_DIGITS: usize = 64;
+
+/// The PHC parameter in which `hash-pin` records the PIN's length (`...,p=1,d=8$...`).
+///
+/// The hash cannot tell how long the PIN was, and `check-config` must refuse PINs under
+/// [`MIN_PIN_DIGITS`] and warn under [`RECOMMENDED_PIN_DIGITS`]. The length is no secret
+/// worth keeping: whoever reads the hash can already try every PIN offline, and knowing
+/// the length narrows that search by at most a factor of about 1.1.
+const DIGITS_PARAM: &str = "d";
+
+/// What `check-config` makes of a room PIN's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinLength {
+    /// The hash does not record it (made before `hash-pin` recorded lengths).
+    Unknown,
+    /// Shorter than [`RECOMMENDED_PIN_DIGITS`] (never shorter than [`MIN_PIN_DIGITS`]:
+    /// such a hash does not parse).
+    Short(usize),
+    /// [`RECOMMENDED_PIN_DIGITS`] or more.
+    Enough(usize),
+}
+
 /// A parsed argon2id PIN hash.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PinHash {
@@ -46,6 +73,8 @@ pub struct PinHash {
     p_cost: u32,
     salt: Vec<u8>,
     hash: Vec<u8>,
+    /// How many digits the PIN has, when the hash records it.
+    digits: Option<usize>,
 }
 
 impl std::fmt::Debug for PinHash {
@@ -55,9 +84,14 @@ impl std::fmt::Debug for PinHash {
 }
 
 impl PinHash {
-    /// Parses a PHC string as written by `sotto hash-pin`.
+    /// Parses a PHC string as written by `sotto hash-pin`. A recorded length under
+    /// [`MIN_PIN_DIGITS`] is refused like a short PIN is by `hash-pin`.
     pub fn parse(s: &str) -> Result<PinHash, PinError> {
-        let phc = PasswordHash::new(s.trim()).map_err(|_| PinError::NotAHash)?;
+        let (s, digits) = take_digits_param(s.trim())?;
+        if digits.is_some_and(|d| d < MIN_PIN_DIGITS) {
+            return Err(PinError::TooShort(MIN_PIN_DIGITS));
+        }
+        let phc = PasswordHash::new(&s).map_err(|_| PinError::NotAHash)?;
         if phc.algorithm.as_str() != "argon2id" || phc.version.unwrap_or(0x13) != 0x13 {
             return Err(PinError::WrongAlgorithm);
         }
@@ -78,7 +112,17 @@ impl PinHash {
             p_cost: params.p_cost(),
             salt,
             hash,
+            digits,
         })
+    }
+
+    /// How long the PIN is, as far as the hash says.
+    pub fn length(&self) -> PinLength {
+        match self.digits {
+            None => PinLength::Unknown,
+            Some(d) if d < RECOMMENDED_PIN_DIGITS => PinLength::Short(d),
+            Some(d) => PinLength::Enough(d),
+        }
     }
 
     /// True when both hashes are the same string (two rooms with one PIN).
@@ -117,6 +161,36 @@ impl PinHash {
     }
 }
 
+/// Splits our `d=<digits>` parameter off a PHC string (argon2 refuses parameters it does
+/// not know): the string argon2 reads, and the recorded length if there was one.
+fn take_digits_param(s: &str) -> Result<(String, Option<usize>), PinError> {
+    let mut parts: Vec<String> = s.split('$').map(str::to_string).collect();
+    // `$argon2id$v=19$m=..,t=..,p=..$salt$hash`: the parameters follow the version.
+    let Some(params) = parts.iter_mut().skip(2).find(|p| p.starts_with("m=")) else {
+        return Ok((s.to_string(), None));
+    };
+    let mut digits = None;
+    let mut kept = Vec::new();
+    for item in params.split(',') {
+        match item.split_once('=') {
+            Some((DIGITS_PARAM, value)) => {
+                let ok = digits.is_none()
+                    && !value.is_empty()
+                    && value.len() <= 2
+                    && value.bytes().all(|b| b.is_ascii_digit());
+                let d: usize = value.parse().map_err(|_| PinError::NotAHash)?;
+                if !ok || d == 0 || d > MAX_RECORDED_DIGITS {
+                    return Err(PinError::NotAHash);
+                }
+                digits = Some(d);
+            }
+            _ => kept.push(item.to_string()),
+        }
+    }
+    *params = kept.join(",");
+    Ok((parts.join("$"), digits))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -146,8 +220,16 @@ pub fn hash_pin(pin: &str, salt: Option<&str>) -> Result<String, PinError> {
     let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let h = a
         .hash_password(pin.as_bytes(), &salt)
-        .map_err(|_| PinError::BadSalt)?;
-    Ok(h.to_string())
+        .map_err(|_| PinError::BadSalt)?
+        .to_string();
+    // Record the length beside the argon2 parameters, for `check-config`.
+    let mut parts: Vec<&str> = h.split('$').collect();
+    let params = match parts.get(3) {
+        Some(p) if p.starts_with("m=") => format!("{p},{DIGITS_PARAM}={}", pin.len()),
+        _ => return Err(PinError::BadParams),
+    };
+    parts[3] = &params;
+    Ok(parts.join("$"))
 }
 
 /// Rooms sharing one (parameters, salt) group: the group's parameters and each room's index and hash.
@@ -218,10 +300,38 @@ mod tests {
     #[test]
     fn hash_pin_round_trip() {
         let s = hash_pin("31415926", Some("c290dG90ZXN0c2FsdA")).unwrap();
-        assert!(s.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(s.starts_with("$argon2id$v=19$m=19456,t=2,p=1,d=8$"), "{s}");
         let h = PinHash::parse(&s).unwrap();
         assert!(h.verify(b"31415926"));
         assert!(!h.verify(b"31415927"));
+        assert_eq!(h.length(), PinLength::Enough(8));
+        let six = PinHash::parse(&hash_pin("314159", Some("c290dG90ZXN0c2FsdA")).unwrap());
+        assert_eq!(six.unwrap().length(), PinLength::Short(6));
+    }
+
+    #[test]
+    fn the_recorded_length_is_checked() {
+        let h = cheap_hash_for_tests("12345678", b"saltsalt");
+        // Hashes made before lengths were recorded still parse, length unknown.
+        assert_eq!(PinHash::parse(&h).unwrap().length(), PinLength::Unknown);
+        let with = |d: &str| h.replacen(",p=1$", &format!(",p=1,d={d}$"), 1);
+        let parsed = PinHash::parse(&with("8")).unwrap();
+        assert_eq!(parsed.length(), PinLength::Enough(8));
+        // The parameter changes nothing about the hash itself.
+        assert!(parsed.verify(b"12345678"));
+        assert_eq!(
+            PinHash::parse(&with("7")).unwrap().length(),
+            PinLength::Short(7)
+        );
+        // Shorter than hash-pin allows: refused, as hash-pin refuses such a PIN.
+        assert_eq!(PinHash::parse(&with("4")), Err(PinError::TooShort(6)));
+        for bad in ["", "x", "0", "65", "123", "-8", "8,d=8"] {
+            assert_eq!(
+                PinHash::parse(&with(bad)),
+                Err(PinError::NotAHash),
+                "d={bad}"
+            );
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 use super::dialog::{Dialog, DialogKey, DialogState};
 use super::message::{
-    build_response, parse, response_destination, HeaderAccess, Limits, Message, ParseError,
-    Request, Response,
+    build_response, build_version_not_supported, parse, response_destination, HeaderAccess, Limits,
+    Message, ParseError, Request, Response,
 };
 use super::transaction::{
     InviteServer, InviteServerEvent, InviteServerState, NonInviteClient, NonInviteClientEvent,
@@ -25,7 +25,7 @@ use super::transaction::{
 use super::transport::{Flow, Transport};
 use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
-use ezk_sip_types::{Method, Name};
+use ezk_sip_types::{Headers, Method, Name};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -156,6 +156,10 @@ const MAX_PENDING_PER_SOURCE: usize = 16;
 
 /// Unconfirmed calls, all sources together.
 const MAX_PENDING_TOTAL: usize = 256;
+
+/// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
+/// rehash (see `Endpoint::shrink_tables`).
+const SHRINK_FLOOR: usize = 64;
 
 /// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
 const MAX_BUDGET_BYTES: usize = 64 * 1024;
@@ -381,6 +385,38 @@ impl Endpoint {
         [a, b, c].into_iter().flatten().min()
     }
 
+    /// Gives back the memory of tables a burst has grown and that have emptied since.
+    ///
+    /// A hash map keeps its largest capacity for good: after an INVITE flood the
+    /// transaction table alone would hold megabytes of empty slots (and with the process
+    /// memory locked, the allocator cannot hand freed pages back piecemeal). A table is
+    /// shrunk once it is less than a quarter full, to twice what it holds, so a steady
+    /// load never reallocates back and forth.
+    fn shrink_tables(&mut self) {
+        fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+            if map.capacity() > SHRINK_FLOOR && map.capacity() > 4 * map.len() {
+                map.shrink_to((2 * map.len()).max(SHRINK_FLOOR));
+            }
+        }
+        shrink(&mut self.invites);
+        shrink(&mut self.non_invites);
+        shrink(&mut self.clients);
+        shrink(&mut self.dialogs);
+        shrink(&mut self.by_key);
+        shrink(&mut self.invite_of);
+        shrink(&mut self.merged);
+        shrink(&mut self.budgets);
+        shrink(&mut self.verified);
+        shrink(&mut self.pending);
+        let order = &mut self.budget_order;
+        if order.capacity() > SHRINK_FLOOR && order.capacity() > 4 * order.len() {
+            order.shrink_to((2 * order.len()).max(SHRINK_FLOOR));
+        }
+        if self.transmits.capacity() > SHRINK_FLOOR && self.transmits.is_empty() {
+            self.transmits.shrink_to(SHRINK_FLOOR);
+        }
+    }
+
     /// Feeds one received UDP datagram.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Bytes) {
         self.handle_message(now, Flow::udp(source), data);
@@ -452,17 +488,9 @@ impl Endpoint {
         }
     }
 
-    fn handle_request(&mut self, now: Instant, flow: Flow, req: Request) {
-        // Without a Via there is nowhere to send a response: drop.
-        let Ok(_) = req.top_via() else {
-            self.counters.malformed += 1;
-            return;
-        };
-        if req.vias().map_or(0, |v| v.len()) > MAX_VIAS {
-            self.counters.malformed += 1;
-            return;
-        }
-        // Scanners and strangers get nothing at all: no answer tells them we exist.
+    /// Whether a request is to be dropped without an answer (and counted): scanners and
+    /// strangers get nothing at all, since any answer tells them we exist.
+    fn filtered(&mut self, req: &Request) -> bool {
         if let Some(ua) = req.raw(&Name::USER_AGENT) {
             let ua = ua.to_ascii_lowercase();
             if self
@@ -472,7 +500,7 @@ impl Endpoint {
                 .any(|s| ua.contains(s.as_str()))
             {
                 self.counters.scanners += 1;
-                return;
+                return true;
             }
         }
         if !self.filters.domains.is_empty() {
@@ -489,8 +517,41 @@ impl Endpoint {
             });
             if !ours {
                 self.counters.foreign_domain += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn handle_request(&mut self, now: Instant, flow: Flow, req: Request) {
+        if !req.version_supported {
+            // Another SIP version (RFC 4475 §3.1.2.16): 505, statelessly, as nothing of
+            // it can be understood further; its Vias are read by their own rules.
+            if self.filtered(&req) || req.method == Method::ACK {
                 return;
             }
+            self.counters.bad_requests += 1;
+            match build_version_not_supported(&req, flow.remote, flow.transport) {
+                Some((dest, bytes)) => self.transmits.push_back(Transmit {
+                    dest,
+                    connection: flow.connection,
+                    bytes: Bytes::from(bytes),
+                }),
+                None => self.counters.malformed += 1,
+            }
+            return;
+        }
+        // Without a Via there is nowhere to send a response: drop.
+        let Ok(_) = req.top_via() else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if req.vias().map_or(0, |v| v.len()) > MAX_VIAS {
+            self.counters.malformed += 1;
+            return;
+        }
+        if self.filtered(&req) {
+            return;
         }
         let method = req.method.clone();
         let is_ack = method == Method::ACK;
@@ -597,6 +658,23 @@ impl Endpoint {
                 self.reject_new(now, tx, key, CallToken::random(), &req, flow, 416, &[]);
             } else {
                 self.non_invite_response(now, key, &req, flow, 416, &[]);
+            }
+            return;
+        }
+
+        if req
+            .uri
+            .as_ref()
+            .is_some_and(|u| !u.header_params.is_empty())
+        {
+            // RFC 3261 §19.1.1 Table 1: headers (`?Route=...`) are not allowed in a
+            // Request-URI; RFC 4475 §3.1.2.11 (escruri) asks for 400.
+            self.counters.bad_requests += 1;
+            if method == Method::INVITE {
+                let tx = self.new_invite_server(&req, flow);
+                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 400, &[]);
+            } else {
+                self.non_invite_response(now, key, &req, flow, 400, &[]);
             }
             return;
         }
@@ -789,6 +867,22 @@ impl Endpoint {
             return;
         }
 
+        if !accepts_sdp(&req) {
+            // Our 200 must carry an SDP answer the caller said it cannot read (RFC 3261
+            // §21.4.7; RFC 4475 §3.3.15, sdp01).
+            self.reject_new(
+                now,
+                tx,
+                key,
+                call,
+                &req,
+                flow,
+                406,
+                &[("Accept", "application/sdp")],
+            );
+            return;
+        }
+
         let dialog = match Dialog::from_invite(call, &req, flow) {
             Ok(d) => d,
             Err(_) => {
@@ -851,12 +945,23 @@ impl Endpoint {
                 self.transmits.push_back(t);
             }
         }
+        // The transaction is completed: from here on it only retransmits its response
+        // and absorbs the ACK, which needs no part of the request. Keeping the parsed
+        // request (and the datagram its headers point into) for the 32 s of Timer H
+        // is what made an INVITE flood's 503s cost ~3 KiB each; without it ~1 KiB.
+        let request = Request {
+            method: req.method.clone(),
+            uri: None,
+            headers: Headers::new(),
+            body: Bytes::new(),
+            version_supported: req.version_supported,
+        };
         self.invites.insert(
             key,
             InviteEntry {
                 tx,
                 call,
-                request: req.clone(),
+                request,
                 flow,
                 cseq: req.cseq().map(|c| c.cseq).unwrap_or(0),
                 merge_key: None,
@@ -1268,6 +1373,7 @@ impl Endpoint {
         self.budgets.retain(|_, b| b.expires > now);
         let budgets = &self.budgets;
         self.budget_order.retain(|ip| budgets.contains_key(ip));
+        self.shrink_tables();
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);
             let confirmed = self
@@ -1300,6 +1406,30 @@ fn unsupported_requirements(req: &Request) -> Option<String> {
         .filter(|t| !t.is_empty())
         .collect();
     (!tags.is_empty()).then(|| tags.join(", "))
+}
+
+/// Whether the caller can read an SDP answer: no Accept header means `application/sdp`
+/// (RFC 3261 §20.1); otherwise one of its media ranges must cover it. An Accept with no
+/// ranges at all accepts nothing. A range with `q=0` is refused (RFC 3261 §20.1 borrows
+/// HTTP's q-values: 0 means "not acceptable").
+fn accepts_sdp(req: &Request) -> bool {
+    let mut values = req.headers.get_raw(&Name::ACCEPT).peekable();
+    if values.peek().is_none() {
+        return true;
+    }
+    values.flat_map(|v| v.as_str().split(',')).any(|range| {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim().to_ascii_lowercase();
+            p.strip_prefix("q")
+                .map(|rest| rest.trim_start())
+                .and_then(|rest| rest.strip_prefix('='))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        !refused && matches!(media.as_str(), "application/sdp" | "application/*" | "*/*")
+    })
 }
 
 fn is_known_method(m: &Method) -> bool {

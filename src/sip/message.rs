@@ -9,13 +9,14 @@
 use bytes::Bytes;
 use bytesstr::BytesStr;
 use ezk_sip_types::header::typed::{CSeq, CallID, Contact, FromTo, MaxForwards, Routing, Via};
+use ezk_sip_types::header::DecodeValues;
 use ezk_sip_types::msg::{Line, MessageLine, PullParser};
 use ezk_sip_types::parse::Parse;
 use ezk_sip_types::print::{AppendCtx, PrintCtx};
 use ezk_sip_types::uri::SipUri;
 use ezk_sip_types::{Headers, Method, Name};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 /// Bounds applied before a message is parsed.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +85,9 @@ pub struct Request {
     pub headers: Headers,
     /// The body (exactly Content-Length bytes when that header is present).
     pub body: Bytes,
+    /// False when the request line names another SIP version than 2.0 (`SIP/7.0`): such a
+    /// request is read only far enough to answer it with 505 (RFC 4475 §3.1.2.16).
+    pub version_supported: bool,
 }
 
 /// A parsed SIP response.
@@ -138,14 +142,7 @@ pub fn parse(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     let (first, rest) = lines.split_first().ok_or(ParseError::BadStartLine)?;
 
     let first = std::str::from_utf8(first).map_err(|_| ParseError::NotUtf8)?;
-    let start = match MessageLine::parse(&data)(first) {
-        Ok((remaining, line)) if remaining.trim().is_empty() => Some(line),
-        _ => None,
-    };
-    let foreign_method = match start {
-        Some(_) => None,
-        None => Some(foreign_uri_request(first).ok_or(ParseError::BadStartLine)?),
-    };
+    let (start, version_supported) = start_line(&data, first)?;
 
     let mut headers = Headers::with_capacity(rest.len());
     for raw in rest {
@@ -184,26 +181,218 @@ pub fn parse(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         None => data.slice(head_end..),
     };
 
-    Ok(match (start, foreign_method) {
-        (Some(MessageLine::Request(line)), _) => Message::Request(Request {
+    Ok(match start {
+        StartLine::Parsed(MessageLine::Request(line)) => Message::Request(Request {
             method: line.method,
             uri: Some(line.uri),
             headers,
             body,
+            version_supported,
         }),
-        (Some(MessageLine::Response(line)), _) => Message::Response(Response {
+        StartLine::Parsed(MessageLine::Response(line)) => Message::Response(Response {
             code: line.code.into_u16(),
             headers,
             body,
         }),
-        (None, Some(method)) => Message::Request(Request {
+        StartLine::ForeignUri(method) => Message::Request(Request {
             method,
             uri: None,
             headers,
             body,
+            version_supported,
         }),
-        (None, None) => return Err(ParseError::BadStartLine),
     })
+}
+
+/// What the first line of a message turned out to be.
+enum StartLine {
+    /// A request or status line `ezk-sip-types` understood.
+    Parsed(MessageLine),
+    /// A request whose Request-URI has a scheme other than sip/sips.
+    ForeignUri(Method),
+}
+
+/// Parses the start line, and says whether it names SIP/2.0.
+///
+/// When the crate refuses the line as written, one second attempt is made on a tolerant
+/// copy (see [`tolerant_start_line`]); anything the crate refuses in both forms stays a
+/// [`ParseError::BadStartLine`].
+fn start_line(data: &Bytes, first: &str) -> Result<(StartLine, bool), ParseError> {
+    if let Ok((remaining, line)) = MessageLine::parse(data)(first) {
+        if remaining.trim().is_empty() {
+            return Ok((StartLine::Parsed(line), true));
+        }
+    }
+    if let Some(method) = foreign_uri_request(first) {
+        return Ok((StartLine::ForeignUri(method), true));
+    }
+    let (copy, version_supported) = tolerant_start_line(first).ok_or(ParseError::BadStartLine)?;
+    // The crate's values borrow from the buffer they were parsed from: give the copy one.
+    let copy = Bytes::from(copy);
+    let text = std::str::from_utf8(&copy).map_err(|_| ParseError::NotUtf8)?;
+    let parsed = match MessageLine::parse(&copy)(text) {
+        Ok((remaining, line @ MessageLine::Request(_))) if remaining.trim().is_empty() => {
+            Some(line)
+        }
+        _ => None,
+    };
+    match parsed {
+        Some(line) => Ok((StartLine::Parsed(line), version_supported)),
+        None => foreign_uri_request(text)
+            .map(|m| (StartLine::ForeignUri(m), version_supported))
+            .ok_or(ParseError::BadStartLine),
+    }
+}
+
+/// A copy of a request line the crate refused, with the two forms the RFCs call
+/// acceptable rewritten; `None` when neither occurs. The flag is false when the version
+/// was rewritten.
+///
+/// - Another version (`OPTIONS sip:a@b SIP/7.0`): the crate knows only `SIP/2.0`; the copy
+///   says `SIP/2.0` so that the request can be read far enough to answer 505 (RFC 4475
+///   §3.1.2.16). [`Request::version_supported`] carries the truth.
+/// - An IPv6 reference with three colons before an embedded IPv4 address
+///   (`[2001:db8:::192.0.2.1]`), which RFC 3261's ABNF allows by mistake; RFC 5118 §4.10
+///   says to tolerate it (see [`tolerant_copy`]).
+fn tolerant_start_line(line: &str) -> Option<(String, bool)> {
+    let (rest, version) = line.trim_end().rsplit_once(' ')?;
+    let other_version = is_sip_version(version) && version != "SIP/2.0";
+    let rest = match tolerant_copy(rest) {
+        Some(copy) => copy,
+        None if other_version => rest.to_string(),
+        None => return None,
+    };
+    Some((format!("{rest} SIP/2.0"), !other_version))
+}
+
+/// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT` (RFC 3261 §25.1; "SIP" in any case).
+fn is_sip_version(v: &str) -> bool {
+    let Some((name, number)) = v.split_once('/') else {
+        return false;
+    };
+    let Some((major, minor)) = number.split_once('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.eq_ignore_ascii_case("SIP") && digits(major) && digits(minor)
+}
+
+/// A copy of a header value (or request line) with what `ezk-sip-types` cannot read but
+/// RFC 3261 allows rewritten into an equivalent it can; `None` when there is nothing to
+/// rewrite. Used only for a second attempt after the crate refused the original, and only
+/// to read the fields this bridge needs (tags, URIs); responses copy the original bytes.
+///
+/// - A quoted-pair inside a quoted string (`"J Rosenberg \\\""`, RFC 4475 §3.1.1.1): the
+///   crate ends a quoted string at the first `"`, escaped or not. Each pair becomes the
+///   character it stands for, an escaped `"` becomes `'`: the display name changes (this
+///   bridge never reads it), and the string ends where RFC 3261 §25.1 says it does.
+/// - `:::` inside `[...]`, when `::` there makes a valid IPv6 address (RFC 5118 §4.10).
+fn tolerant_copy(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut changed = false;
+    let mut chars = value.char_indices();
+    let mut in_quotes = false;
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                out.push(c);
+            }
+            '\\' if in_quotes => {
+                changed = true;
+                match chars.next() {
+                    Some((_, '"')) => out.push('\''),
+                    Some((_, escaped)) => out.push(escaped),
+                    None => out.push(c),
+                }
+            }
+            '[' if !in_quotes => {
+                let Some(len) = value[i..].find(']') else {
+                    out.push(c);
+                    continue;
+                };
+                let inside = &value[i + 1..i + len];
+                let fixed = inside.replacen(":::", "::", 1);
+                if fixed != inside && fixed.parse::<Ipv6Addr>().is_ok() {
+                    changed = true;
+                    out.push('[');
+                    out.push_str(&fixed);
+                    out.push(']');
+                    // Skip what was just copied: `inside` parsed as an address, so it is
+                    // ASCII and its byte length is its length in chars.
+                    for _ in 0..len {
+                        chars.next();
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    changed.then_some(out)
+}
+
+/// Decodes header `name`; when the crate refuses the values as written (or what it reads
+/// is not `usable`: its lists drop values they cannot parse instead of failing), decodes a
+/// [`tolerant_copy`] of them instead. `None` when absent or when both attempts fail.
+fn decode_tolerant<H: DecodeValues>(
+    headers: &Headers,
+    name: Name,
+    usable: impl Fn(&H) -> bool,
+) -> Option<H> {
+    if let Ok(h) = headers.get::<H>(name.clone()) {
+        if usable(&h) {
+            return Some(h);
+        }
+    }
+    let mut copy = Headers::new();
+    let mut changed = false;
+    for value in headers.get_raw(&name) {
+        match tolerant_copy(value.as_str()) {
+            Some(v) => {
+                changed = true;
+                copy.insert(name.clone(), BytesStr::from(v));
+            }
+            None => copy.insert(name.clone(), value.clone()),
+        }
+    }
+    if !changed {
+        return None;
+    }
+    copy.get::<H>(name).ok().filter(usable)
+}
+
+/// Whether a header value has an empty element: nothing between two separators (`;;`,
+/// `,,`, `;,`) or after the last one. RFC 3261's grammar has no empty Via parameter or
+/// value (§25.1: `via-parm *(COMMA via-parm)`, `via-params *(SEMI via-params)`), but
+/// `ezk-sip-types` skips them, which would let RFC 4475 §3.1.2.1 (badinv01) through.
+fn has_empty_element(value: &str) -> bool {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut segment_empty = false;
+    for c in value.chars() {
+        if in_quotes {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_quotes = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quotes = true;
+                segment_empty = false;
+            }
+            ';' | ',' if segment_empty => return true,
+            ';' | ',' => segment_empty = true,
+            c if c.is_whitespace() => {}
+            _ => segment_empty = false,
+        }
+    }
+    segment_empty
 }
 
 /// A request line whose URI has another scheme than sip/sips (`INVITE tel:+49... SIP/2.0`):
@@ -233,8 +422,16 @@ pub trait HeaderAccess {
     /// The message's headers.
     fn headers(&self) -> &Headers;
 
-    /// All Via values, top first (several per line allowed).
+    /// All Via values, top first (several per line allowed). A Via with an empty
+    /// parameter or value (`;;`, `,,`) is malformed (see `has_empty_element`).
     fn vias(&self) -> Result<Vec<Via>, HeaderMissing> {
+        if self
+            .headers()
+            .get_raw(&Name::VIA)
+            .any(|v| has_empty_element(v.as_str()))
+        {
+            return Err(HeaderMissing("Via"));
+        }
         let vias: Vec<Via> = self
             .headers()
             .get_named()
@@ -269,18 +466,14 @@ pub trait HeaderAccess {
             .map_err(|_| HeaderMissing("CSeq"))
     }
 
-    /// From.
+    /// From (read tolerantly: escaped quotes in the display name, RFC 5118 §4.10 IPv6).
     fn from(&self) -> Result<FromTo, HeaderMissing> {
-        self.headers()
-            .get(Name::FROM)
-            .map_err(|_| HeaderMissing("From"))
+        decode_tolerant(self.headers(), Name::FROM, |_| true).ok_or(HeaderMissing("From"))
     }
 
-    /// To.
+    /// To (read as tolerantly as From).
     fn to(&self) -> Result<FromTo, HeaderMissing> {
-        self.headers()
-            .get(Name::TO)
-            .map_err(|_| HeaderMissing("To"))
+        decode_tolerant(self.headers(), Name::TO, |_| true).ok_or(HeaderMissing("To"))
     }
 
     /// Max-Forwards, `None` when absent.
@@ -294,7 +487,10 @@ pub trait HeaderAccess {
 
     /// The first Contact URI, if any.
     fn contact(&self) -> Option<SipUri> {
-        let c: Vec<Contact> = self.headers().get_named().ok()?;
+        let c: Vec<Contact> =
+            decode_tolerant(self.headers(), Name::CONTACT, |c: &Vec<Contact>| {
+                !c.is_empty()
+            })?;
         c.into_iter().next().map(|c| c.uri.uri)
     }
 
@@ -334,9 +530,12 @@ pub fn reason_phrase(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
         483 => "Too Many Hops",
         486 => "Busy Here",
         487 => "Request Terminated",
@@ -345,6 +544,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         500 => "Server Internal Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "Version Not Supported",
         _ => "Unknown",
     }
 }
@@ -396,17 +596,78 @@ pub fn build_response(
     // Only Via is indispensable (it says where the response goes); the others are
     // copied when present so that even a 400 for a request missing one can be sent.
     let vias = req.vias()?;
-    let has_to_tag = req.to().map(|t| t.tag.is_some()).unwrap_or(false);
+    let via_lines: Vec<String> = vias
+        .iter()
+        .enumerate()
+        .map(|(i, via)| {
+            let via = if i == 0 {
+                stamped_top_via(via, source)
+            } else {
+                via.clone()
+            };
+            via.print_ctx(PrintCtx::default()).to_string()
+        })
+        .collect();
+    Ok(response_with_vias(
+        req,
+        &via_lines,
+        code,
+        to_tag,
+        extra_headers,
+        body,
+    ))
+}
 
+/// The 505 for a request of another SIP version (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16),
+/// and where it goes; `None` when there is no Via to answer on.
+///
+/// Its Vias name the other version, which the crate cannot read: they are copied as
+/// written, and the top one is read for the destination only after its version has been
+/// rewritten to 2.0.
+pub fn build_version_not_supported(
+    req: &Request,
+    source: SocketAddr,
+    transport: super::transport::Transport,
+) -> Option<(SocketAddr, Vec<u8>)> {
+    let via_lines: Vec<String> = req
+        .headers
+        .get_raw(&Name::VIA)
+        .map(|v| v.as_str().trim().to_string())
+        .collect();
+    let (protocol, rest) = via_lines.first()?.split_once('/')?;
+    let (_version, rest) = rest.split_once('/')?;
+    if !protocol.trim().eq_ignore_ascii_case("SIP") {
+        return None;
+    }
+    let mut top = Headers::new();
+    top.insert(
+        Name::VIA,
+        BytesStr::from(format!("SIP/2.0/{}", rest.trim_start())),
+    );
+    let via = top.get_named::<Vec<Via>>().ok()?.into_iter().next()?;
+    let dest = response_destination(&via, source, transport);
+    let tag = random_token();
+    Some((
+        dest,
+        response_with_vias(req, &via_lines, 505, Some(&tag), &[], None),
+    ))
+}
+
+/// A response to `req` with these Via values (already printed), the request's From, To
+/// (plus `to_tag` when it had none), Call-ID and CSeq, `extra_headers` and `body`.
+fn response_with_vias(
+    req: &Request,
+    via_lines: &[String],
+    code: u16,
+    to_tag: Option<&str>,
+    extra_headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
+    let has_to_tag = req.to().map(|t| t.tag.is_some()).unwrap_or(false);
     let mut out = String::with_capacity(512 + body.map_or(0, |b| b.1.len()));
     let _ = write!(out, "SIP/2.0 {} {}\r\n", code, reason_phrase(code));
-    for (i, via) in vias.iter().enumerate() {
-        let via = if i == 0 {
-            stamped_top_via(via, source)
-        } else {
-            via.clone()
-        };
-        let _ = write!(out, "Via: {}\r\n", via.print_ctx(PrintCtx::default()));
+    for via in via_lines {
+        let _ = write!(out, "Via: {via}\r\n");
     }
     if let Some(from) = req.raw(&Name::FROM) {
         let _ = write!(out, "From: {from}\r\n");
@@ -448,7 +709,7 @@ pub fn build_response(
         }
     };
     bytes.shrink_to_fit();
-    Ok(bytes)
+    bytes
 }
 
 /// Draws a random token for tags and branches (RFC 3261 §19.3: at least 32 bits of randomness).
@@ -608,5 +869,131 @@ v=0\n";
             parse(Bytes::from_static(b"\r\n\r\n"), &Limits::default()).unwrap_err(),
             ParseError::KeepAlive
         );
+    }
+
+    #[test]
+    fn quoted_pairs_in_display_names_are_read() {
+        // RFC 4475 §3.1.1.1: `\\` and `\"` inside a quoted display name.
+        let r = req("OPTIONS sip:a@127.0.0.1 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKq\n\
+From: \"J Rosenberg \\\\\\\"\" <sip:j@example.com>;tag=98asjd8\n\
+To: \"a \\\"b\\\" c\" <sip:a@127.0.0.1>\n\
+Contact: \"x\\\"\" <sip:x@127.0.0.1:5070>\n\
+Call-ID: q@x\nCSeq: 1 OPTIONS\nMax-Forwards: 70\n\n");
+        assert_eq!(r.from().unwrap().tag.unwrap().as_str(), "98asjd8");
+        assert!(r.to().unwrap().tag.is_none());
+        assert_eq!(r.contact().unwrap().host_port.port, Some(5070));
+        // The raw value, which responses copy, is untouched.
+        assert!(r
+            .raw(&Name::FROM)
+            .unwrap()
+            .starts_with("\"J Rosenberg \\\\\\\"\""));
+    }
+
+    #[test]
+    fn tolerant_copy_rewrites_only_what_it_must() {
+        assert_eq!(tolerant_copy("\"plain\" <sip:a@b>;tag=1"), None);
+        assert_eq!(tolerant_copy("<sip:a@[2001:db8::1]>"), None);
+        assert_eq!(
+            tolerant_copy("\"a\\\"b\\\\\" <sip:a@b>").as_deref(),
+            Some("\"a'b\\\" <sip:a@b>")
+        );
+        assert_eq!(
+            tolerant_copy("sip:user@[2001:db8:::192.0.2.1]").as_deref(),
+            Some("sip:user@[2001:db8::192.0.2.1]")
+        );
+        // Three colons that do not make an address once folded stay as they are.
+        assert_eq!(tolerant_copy("sip:user@[2001:::db8:::1]"), None);
+        assert_eq!(tolerant_copy("sip:user@[:::"), None);
+        // A backslash outside quotes is no quoted-pair.
+        assert_eq!(tolerant_copy("a\\\"b"), None);
+    }
+
+    #[test]
+    fn rfc5118_three_colon_reference_parses() {
+        let r = req("OPTIONS sip:user@[2001:db8:::192.0.2.1] SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK3c\n\
+To: sip:user@[2001:db8:::192.0.2.1]\nFrom: sip:u@example.com;tag=1\n\
+Call-ID: c@x\nCSeq: 1 OPTIONS\nMax-Forwards: 70\n\n");
+        assert!(r.version_supported);
+        assert_eq!(
+            r.uri.as_ref().unwrap().host_port.host.to_string(),
+            "[2001:db8::c000:201]"
+        );
+        assert!(r.to().is_ok());
+        // A request line that is broken in another way is still refused.
+        let bad = "OPTIONS sip:user@[2001:db8:::192.0.2.1 SIP/2.0\r\nVia: x\r\n\r\n";
+        assert_eq!(
+            parse(Bytes::from(bad), &Limits::default()).unwrap_err(),
+            ParseError::BadStartLine
+        );
+    }
+
+    #[test]
+    fn other_sip_versions_are_read_far_enough_for_a_505() {
+        let text = "OPTIONS sip:t@example.org SIP/7.0\n\
+Via:     SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw\n\
+From: A <sip:a@example.com>;tag=q\nTo: T <sip:t@example.org>\n\
+Call-ID: v@c\nCSeq: 1 OPTIONS\nl: 0\n\n";
+        let r = req(text);
+        assert!(!r.version_supported);
+        assert_eq!(r.method, Method::OPTIONS);
+        let src: SocketAddr = "192.0.2.9:5999".parse().unwrap();
+        let (dest, bytes) =
+            build_version_not_supported(&r, src, crate::sip::transport::Transport::Udp).unwrap();
+        // No rport: the sent-by port, 5060 by default (RFC 3261 §18.2.2).
+        assert_eq!(dest, "192.0.2.9:5060".parse::<SocketAddr>().unwrap());
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("SIP/2.0 505 Version Not Supported\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nVia: SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nTo: T <sip:t@example.org>;tag="),
+            "{text}"
+        );
+        // Only SIP/<digits>.<digits> counts as a version; SIP/2.0 itself parses as usual.
+        for line in [
+            "OPTIONS sip:a@b HTTP/1.1",
+            "OPTIONS sip:a@b SIP/x.0",
+            "OPTIONS sip:a@b SIP/7",
+        ] {
+            let m = format!("{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKv\r\n\r\n");
+            assert_eq!(
+                parse(Bytes::from(m), &Limits::default()).unwrap_err(),
+                ParseError::BadStartLine,
+                "{line}"
+            );
+        }
+        // Nothing to answer on: no 505.
+        let r = req("OPTIONS sip:a@b SIP/3.0\nFrom: <sip:a@b>;tag=1\n\n");
+        assert!(
+            build_version_not_supported(&r, src, crate::sip::transport::Transport::Udp).is_none()
+        );
+    }
+
+    #[test]
+    fn empty_via_parameters_are_malformed() {
+        for via in [
+            "SIP/2.0/UDP 192.0.2.15;;,;,,",
+            "SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKa;",
+            "SIP/2.0/UDP h;branch=z9hG4bKa,",
+            "SIP/2.0/UDP h;branch=z9hG4bKa, ,SIP/2.0/UDP i;branch=z9hG4bKb",
+        ] {
+            let r = req(&format!("OPTIONS sip:a@b SIP/2.0\nVia: {via}\n\n"));
+            assert_eq!(r.vias().unwrap_err(), HeaderMissing("Via"), "{via}");
+        }
+        for via in [
+            "SIP/2.0/UDP h;branch=z9hG4bKa;rport",
+            "SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8  , SIP/2.0/UDP 192.168.255.111   ; branch= z9hG4bK30239",
+            "SIP/2.0/UDP [2001:db8::10]:5070;branch=z9hG4bKa;x=\";;,\"",
+        ] {
+            let r = req(&format!("OPTIONS sip:a@b SIP/2.0\nVia: {via}\n\n"));
+            assert!(r.vias().is_ok(), "{via}");
+        }
     }
 }
