@@ -1917,4 +1917,41 @@ mod tests {
         let speaking = run(&mut conf, [0, 0, 0, 0, 32], 20, &mut now);
         assert_eq!(speaking, [false; 5]);
     }
+
+    #[test]
+    fn automatic_gain_lifts_a_quiet_talker_only_when_asked() {
+        let heard = |auto_gain: bool| {
+            let t0 = Instant::now();
+            let mut conf = Conference::new(
+                ConferenceSettings {
+                    auto_gain,
+                    ..settings()
+                },
+                prompts(),
+            );
+            let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+            let sa = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+            conf.add_member(t0, b, media(2), seed(2)).unwrap();
+            conf.join(t0, a, 0);
+            conf.join(t0, b, 0);
+            let mut tx = Tx::new(1);
+            let mut now = t0;
+            let mut last = 0;
+            // A quiet talker at about -40 dBov, for 4 s.
+            for _ in 0..200 {
+                now += TICK;
+                conf.handle_rtp(now, sa, addr(1), &mut tx.audio(330));
+                conf.handle_tick(now);
+                if let Some(frame) = sent(&mut conf).get(&addr(2)) {
+                    last = frame[80];
+                }
+            }
+            last
+        };
+        let plain = heard(false);
+        let lifted = heard(true);
+        assert!((300..=360).contains(&plain), "without gain: {plain}");
+        // +12 dB at most (4x): the target (-26 dBov) is 14 dB above the talker.
+        assert!((1100..=1400).contains(&lifted), "with gain: {lifted}");
+    }
 }
