@@ -5,18 +5,10 @@
 
 mod common;
 
-use common::{test_config, tone_prompts, tone_share, Phone};
+use common::{runtime, test_config, tone_prompts, tone_share, Phone};
 use std::time::Duration;
 
 const PIN: &str = "27182818";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn three_phones_hear_each_other_and_a_wrong_pin_is_refused() {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{test_config, test_config_with, tone_prompts, tone_share, Phone};
+use common::{runtime, test_config, test_config_with, tone_prompts, tone_share, Phone};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,14 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PIN: &str = "86420975";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -5,18 +5,10 @@
 mod common;
 
 use common::link::LinkKind;
-use common::{test_config_with, tone_prompts, tone_share, Identity, Phone};
+use common::{runtime, test_config_with, tone_prompts, tone_share, Identity, Phone};
 use std::time::Duration;
 
 const PIN: &str = "55512345";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn config(rtp: &str) -> sotto::config::Config {
     test_config_with(

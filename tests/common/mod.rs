@@ -19,6 +19,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Config for an in-process bridge: loopback, port 0, given rooms; `extra` goes into [media].
+/// The tokio runtime a test bridge runs on: two workers, as in production.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn test_config(rooms: &[(&str, &str)], rtp_ports: &str, extra: &str) -> sotto::config::Config {
     test_config_with(rooms, rtp_ports, extra, "")
 }
