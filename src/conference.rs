@@ -1954,4 +1954,68 @@ mod tests {
         // +12 dB at most (4x): the target (-26 dBov) is 14 dB above the talker.
         assert!((1100..=1400).contains(&lifted), "with gain: {lifted}");
     }
+
+    #[test]
+    fn a_reinvite_to_another_codec_moves_the_member_and_the_room_rate() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+        let mut pa = CodecPhone::new(1, Codec::Pcmu);
+        let mut pb = CodecPhone::new(2, Codec::Pcmu);
+        let sa = conf.add_member(t0, a, pa.params(1), seed(1)).unwrap();
+        let sb = conf.add_member(t0, b, pb.params(2), seed(2)).unwrap();
+        conf.join(t0, a, 5);
+        conf.join(t0, b, 5);
+        assert_eq!(conf.room_rate(5), 8000);
+        let mut now = t0;
+        let mut step = |conf: &mut Conference, pa: &mut CodecPhone, pb: &mut CodecPhone, ticks| {
+            pb.heard.clear();
+            pa.heard.clear();
+            for _ in 0..ticks {
+                now += TICK;
+                conf.handle_rtp(now, sa, addr(1), &mut pa.tone(500.0, 6000.0));
+                conf.handle_rtp(now, sb, addr(2), &mut pb.tone(1300.0, 6000.0));
+                conf.handle_tick(now);
+                let mut out = Vec::new();
+                conf.drain_transmits(|_, dest, bytes| out.push((dest, bytes.to_vec())));
+                for (dest, bytes) in out {
+                    if dest == addr(1) {
+                        pa.receive(&bytes);
+                    } else {
+                        pb.receive(&bytes);
+                    }
+                }
+            }
+        };
+        step(&mut conf, &mut pa, &mut pb, 100);
+        let last = |p: &CodecPhone| p.heard[p.heard.len() - p.format.rate as usize..].to_vec();
+        assert!(share(&last(&pb), 500.0, 8000) > 0.5);
+        // a switches to Opus mid-call (a new sender: new SSRC and payload type).
+        let mut pa2 = CodecPhone::new(9, Codec::Opus);
+        conf.update_media(a, pa2.params(1));
+        assert_eq!(
+            conf.room_rate(5),
+            48_000,
+            "the room follows its fullband member"
+        );
+        step(&mut conf, &mut pa2, &mut pb, 100);
+        assert!(
+            share(&last(&pb), 500.0, 8000) > 0.5,
+            "b lost a after the switch"
+        );
+        assert!(
+            share(&last(&pa2), 1300.0, 48_000) > 0.5,
+            "a does not hear b in Opus"
+        );
+        // And back: the room returns to 8 kHz.
+        let mut pa3 = CodecPhone::new(10, Codec::Pcmu);
+        conf.update_media(a, pa3.params(1));
+        assert_eq!(conf.room_rate(5), 8000);
+        step(&mut conf, &mut pa3, &mut pb, 100);
+        assert!(
+            share(&last(&pb), 500.0, 8000) > 0.5,
+            "b lost a after switching back"
+        );
+        assert!(share(&last(&pa3), 1300.0, 8000) > 0.5);
+    }
 }
