@@ -92,7 +92,7 @@ fn payloads(format: Format, ticks: usize, dtx: bool) -> (Vec<Vec<Vec<u8>>>, Vec<
             (0..ticks)
                 .map(|t| {
                     let pcm = voiced(format.rate, t * n, n, s as f64);
-                    let len = enc.encode(&pcm, &mut buf);
+                    let len = enc.encode(&pcm, &mut buf).expect("encode");
                     buf[..len].to_vec()
                 })
                 .collect()
@@ -115,7 +115,7 @@ fn payloads(format: Format, ticks: usize, dtx: bool) -> (Vec<Vec<Vec<u8>>>, Vec<
             } else {
                 noise(n, &mut state)
             };
-            let len = enc.encode(&pcm, &mut buf);
+            let len = enc.encode(&pcm, &mut buf).expect("encode");
             buf[..len].to_vec()
         })
         .collect();

@@ -200,6 +200,8 @@ pub struct MediaCounters {
     pub frames_decoded: u64,
     /// Frames concealed (PLC or FEC) in place of lost or late packets.
     pub frames_concealed: u64,
+    /// Encoder, resampler or codec set-up failures (a bug of ours: counted, never fatal).
+    pub codec_errors: u64,
 }
 
 enum Phase {
@@ -301,6 +303,8 @@ pub struct Member {
     receive: bool,
     sender: RtpSender,
     playout: PlayoutBuffer,
+    /// The playout buffer's resync count when the decoder last started afresh.
+    seen_resyncs: u64,
     decoder: Decoder,
     /// Own encoder: prompts, and the mix minus own while speaking.
     encoder: Encoder,
@@ -322,6 +326,8 @@ pub struct Member {
     /// What the member hears this tick at its rate, when it needs its own encode.
     out: Box<[i16]>,
     has_audio: bool,
+    /// No packet went out last tick: the next one starts a talk-spurt (marker bit).
+    paused: bool,
     packet: Box<[u8]>,
     packet_len: usize,
 }
@@ -363,6 +369,17 @@ impl std::fmt::Debug for Member {
             .field("format", &self.format)
             .finish_non_exhaustive()
     }
+}
+
+/// A playout buffer for a member speaking `format`.
+fn playout_for(settings: &ConferenceSettings, format: Format) -> PlayoutBuffer {
+    PlayoutBuffer::new(
+        format.codec.clock_rate(),
+        format.rate,
+        format.frame_samples(),
+        settings.jitter_min,
+        settings.jitter_max,
+    )
 }
 
 /// Builds the inbound and outbound contexts for a call's keys.
@@ -408,6 +425,13 @@ impl SharedEncode {
     }
 }
 
+impl Drop for SharedEncode {
+    fn drop(&mut self) {
+        // The room's mix and its encode are everyone's voice (architecture §5).
+        self.wipe();
+    }
+}
+
 struct Room {
     members: Vec<usize>,
     /// Mixing rate: the highest any member needs.
@@ -417,6 +441,9 @@ struct Room {
     /// The full mix of this tick at the room's rate.
     full: Box<[i16]>,
     shared: Vec<SharedEncode>,
+    /// Most members the room has had: the speaker candidates' scratch is reserved for
+    /// it at join time, so that selection does not allocate on the tick.
+    candidates_hint: usize,
 }
 
 impl Room {
@@ -453,6 +480,8 @@ pub struct Conference {
     scratch: Box<[i16]>,
     /// Scratch: one encoded payload.
     payload: Box<[u8]>,
+    /// Scratch: slots whose prompt ended this tick.
+    finished: Vec<usize>,
     events: VecDeque<ConferenceEvent>,
     counters: MediaCounters,
     ticks: u64,
@@ -486,6 +515,7 @@ impl Conference {
             candidates: Vec::with_capacity(64),
             scratch: vec![0; MAX_FRAME].into_boxed_slice(),
             payload: vec![0; MAX_PAYLOAD].into_boxed_slice(),
+            finished: Vec::with_capacity(64),
             events: VecDeque::new(),
             counters: MediaCounters::default(),
             ticks: 0,
@@ -551,16 +581,6 @@ impl Conference {
         slot
     }
 
-    fn playout_for(&self, format: Format) -> PlayoutBuffer {
-        PlayoutBuffer::new(
-            format.codec.clock_rate(),
-            format.rate,
-            format.frame_samples(),
-            self.settings.jitter_min,
-            self.settings.jitter_max,
-        )
-    }
-
     /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot,
     /// or `None` when the SRTP keys or the codec cannot be used (the caller should hang up).
     pub fn add_member(
@@ -586,7 +606,8 @@ impl Conference {
             send: media.send,
             receive: media.receive,
             sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
-            playout: self.playout_for(format),
+            playout: playout_for(&self.settings, format),
+            seen_resyncs: 0,
             decoder: Decoder::new(format).ok()?,
             encoder: Encoder::new(format).ok()?,
             dtmf: DtmfReceiver::new(),
@@ -605,6 +626,7 @@ impl Conference {
             mixed: vec![0; MAX_FRAME].into_boxed_slice(),
             out: vec![0; MAX_FRAME].into_boxed_slice(),
             has_audio: false,
+            paused: false,
             packet: vec![0; MAX_PACKET].into_boxed_slice(),
             packet_len: 0,
         };
@@ -676,17 +698,33 @@ impl Conference {
         let rate_changed = rate != r.rate;
         r.rate = rate;
         if rate_changed {
+            // Only the conversion depends on the room's rate: the encoders stay, so
+            // the listeners' decoders see no new stream.
             r.full.zeroize();
-            r.shared.clear();
-        }
-        r.shared.retain(|s| formats.contains(&s.key));
-        for f in &formats {
-            if !r.shared.iter().any(|s| s.key == *f) {
-                if let Some(s) = SharedEncode::new(*f, rate) {
-                    r.shared.push(s);
+            for s in &mut r.shared {
+                s.down = resampler(rate, s.key.rate);
+                s.fresh = false;
+                if s.down.is_none() {
+                    self.counters.codec_errors += 1;
                 }
             }
         }
+        // Dropping a SharedEncode wipes it.
+        r.shared.retain(|s| formats.contains(&s.key));
+        for f in &formats {
+            if !r.shared.iter().any(|s| s.key == *f) {
+                match SharedEncode::new(*f, rate) {
+                    Some(s) => r.shared.push(s),
+                    None => self.counters.codec_errors += 1,
+                }
+            }
+        }
+        if r.candidates_hint < r.members.len() {
+            r.candidates_hint = r.members.len();
+        }
+        let hint = r.candidates_hint;
+        self.candidates
+            .reserve(hint.saturating_sub(self.candidates.len()));
         for s in members {
             if let Some(m) = self.slots.get_mut(s).and_then(Option::as_mut) {
                 let stale = m.up.as_ref().is_none_or(|u| u.to_hz() != rate)
@@ -694,6 +732,9 @@ impl Conference {
                 if stale {
                     m.up = resampler(m.format.rate, rate);
                     m.down = resampler(rate, m.format.rate);
+                    if m.up.is_none() || m.down.is_none() {
+                        self.counters.codec_errors += 1;
+                    }
                 }
             }
         }
@@ -704,6 +745,14 @@ impl Conference {
         let Some(&slot) = self.by_token.get(&call) else {
             return;
         };
+        let previous = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .and_then(Member::phase_room);
+        if let Some(old) = previous.filter(|&old| old != room) {
+            self.leave_room(old, slot);
+        }
         let alone = self.rooms.get(&room).is_none_or(|r| r.members.is_empty());
         let r = self.rooms.entry(room).or_insert_with(|| Room {
             members: Vec::new(),
@@ -711,6 +760,7 @@ impl Conference {
             speakers: Vec::new(),
             full: vec![0; MAX_FRAME].into_boxed_slice(),
             shared: Vec::new(),
+            candidates_hint: 0,
         });
         if !r.members.contains(&slot) {
             r.members.push(slot);
@@ -720,6 +770,7 @@ impl Conference {
         };
         m.phase = Phase::Joined(room);
         m.playout.reset();
+        m.seen_resyncs = m.playout.resyncs();
         m.decoder.reset();
         m.voice = Voice::new();
         m.playback.current = None;
@@ -746,8 +797,12 @@ impl Conference {
         self.run_ivr(now, slot);
     }
 
-    /// A re-INVITE changed the member's media.
-    pub fn update_media(&mut self, call: CallToken, media: MediaParams) {
+    /// A re-INVITE changed the member's media. Returns false when the call is not
+    /// (or not yet) in this shard, so that the caller can keep the update for later.
+    ///
+    /// An offer without keys while the call has SRTP keeps the contexts: signalling
+    /// refuses such a downgrade (488) before it gets here.
+    pub fn update_media(&mut self, call: CallToken, media: MediaParams) -> bool {
         let new_srtp = match media.srtp {
             // Same keys: keep the contexts (and their rollover counters and replay windows).
             Some(keys) => match self
@@ -765,25 +820,34 @@ impl Conference {
         };
         let format = Format::new(media.codec, media.fmtp.as_deref());
         let Some(&slot) = self.by_token.get(&call) else {
-            return;
+            return false;
         };
-        let playout = self.playout_for(format);
+        let settings = self.settings;
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         let mut usable = true;
         if format != m.format {
             match (Decoder::new(format), Encoder::new(format)) {
                 (Ok(decoder), Ok(encoder)) => {
+                    if format.codec.clock_rate() != m.format.codec.clock_rate() {
+                        // Another RTP clock on the same SSRC: tell the far end's
+                        // jitter buffer that the timeline starts anew.
+                        m.sender.mark_talkspurt();
+                    }
                     m.format = format;
                     m.decoder = decoder;
                     m.encoder = encoder;
-                    m.playout = playout;
+                    m.playout = playout_for(&settings, format);
+                    m.seen_resyncs = 0;
                     m.prompt_up = resampler(PROMPT_RATE, format.rate);
                     m.up = None;
                     m.down = None;
                 }
-                _ => usable = false,
+                _ => {
+                    usable = false;
+                    self.counters.codec_errors += 1;
+                }
             }
         }
         m.payload_type = media.payload_type;
@@ -806,6 +870,7 @@ impl Conference {
         if let Some(room) = m.phase_room() {
             self.refresh_room(room);
         }
+        true
     }
 
     /// Next event for signalling.
@@ -881,11 +946,12 @@ impl Conference {
                 return;
             }
             Some((_, ssrc)) if ssrc != header.ssrc => {
-                // Same source, new stream (a phone restarting its sender): the playout
-                // buffer resynchronises on the SSRC; the codec starts afresh.
+                // Same source, another SSRC: a phone restarting its sender, or digits
+                // on their own SSRC, or a straggler of the old stream. The playout
+                // buffer decides whether the audio stream really changed (the codec
+                // starts afresh when it resynchronises, below); digits are told apart
+                // by their timestamps whatever the SSRC, so one receiver serves.
                 m.latched = Some((source, header.ssrc));
-                m.decoder.reset();
-                m.dtmf = DtmfReceiver::new();
             }
             Some(_) => {}
         }
@@ -920,6 +986,11 @@ impl Conference {
             header.marker,
             payload,
         );
+        if m.playout.resyncs() != m.seen_resyncs {
+            // A new stream (SSRC, timestamp jump): the decoder's history is the old one's.
+            m.seen_resyncs = m.playout.resyncs();
+            m.decoder.reset();
+        }
     }
 
     /// One mixing tick: every member gets its next frame written as an RTP packet.
@@ -1040,15 +1111,16 @@ impl Conference {
 
     /// Prompts, own and shared encodes, and the RTP packets.
     fn write_output(&mut self, now: Instant) {
-        let mut finished: Vec<usize> = Vec::new();
         let Conference {
             prompts,
             slots,
             rooms,
             counters,
             payload,
+            finished,
             ..
         } = self;
+        finished.clear();
         for (slot, m) in slots.iter_mut().enumerate() {
             let Some(m) = m.as_mut() else {
                 continue;
@@ -1062,6 +1134,7 @@ impl Conference {
             let step = m.format.timestamp_step();
             if !m.send || m.remote.is_none() {
                 m.sender.skip(step);
+                m.paused = true;
                 continue;
             }
             let room = if prompting { None } else { m.phase_room() };
@@ -1071,20 +1144,31 @@ impl Conference {
                     .and_then(|room| shared_encode(room, m.format, counters)),
                 _ => None,
             };
+            if m.paused {
+                // Sending resumes after a gap (hold, no address yet, a failed encode):
+                // a new talk-spurt for the far end's jitter buffer (RFC 3551 §4.1).
+                m.sender.mark_talkspurt();
+                m.paused = false;
+            }
             let written = match shared {
                 // A listener: the room's one encode for its format.
                 Some(bytes) => m.sender.write(bytes, step, &mut m.packet),
                 None => {
-                    if !prompting && room.is_none() {
-                        // In the IVR between prompts: silence.
+                    if !prompting && !m.voice.speaking {
+                        // In the IVR between prompts, or a listener whose shared encode
+                        // failed: silence, never the last frame again.
                         m.out[..n].fill(0);
                     }
                     counters.encoder_runs += 1;
-                    let len = m.encoder.encode(&m.out[..n], payload);
-                    if len == 0 {
-                        m.sender.skip(step);
-                        continue;
-                    }
+                    let len = match m.encoder.encode(&m.out[..n], payload) {
+                        Ok(len) if len > 0 => len,
+                        _ => {
+                            counters.codec_errors += 1;
+                            m.sender.skip(step);
+                            m.paused = true;
+                            continue;
+                        }
+                    };
                     m.sender.write(&payload[..len], step, &mut m.packet)
                 }
             };
@@ -1097,7 +1181,8 @@ impl Conference {
             };
         }
         payload.zeroize();
-        for slot in finished {
+        for i in 0..self.finished.len() {
+            let slot = self.finished[i];
             if let Some(Member {
                 phase: Phase::Ivr(ivr),
                 ..
@@ -1167,7 +1252,8 @@ fn select_speakers(
     }
     let level =
         |slots: &[Option<Member>], s: usize| voice(slots, s).map_or(SILENCE_DBOV, |v| v.level_db);
-    candidates.sort_by(|&a, &b| level(slots, b).total_cmp(&level(slots, a)));
+    // Unstable: no allocation (a stable sort buffers beyond 20 elements).
+    candidates.sort_unstable_by(|&a, &b| level(slots, b).total_cmp(&level(slots, a)));
     for &c in candidates.iter() {
         let place = if room.speakers.len() < max_speakers {
             Some(room.speakers.len())
@@ -1232,7 +1318,13 @@ fn shared_encode<'a>(
         };
         shared.pcm[converted..n].fill(0);
         counters.encoder_runs += 1;
-        shared.len = shared.encoder.encode(&shared.pcm[..n], &mut shared.payload);
+        shared.len = match shared.encoder.encode(&shared.pcm[..n], &mut shared.payload) {
+            Ok(len) => len,
+            Err(_) => {
+                counters.codec_errors += 1;
+                0
+            }
+        };
         shared.ready = true;
     }
     if shared.len == 0 {
@@ -1716,7 +1808,7 @@ mod tests {
                 .collect();
             self.phase += n as f64 / rate;
             let mut payload = [0u8; MAX_PAYLOAD];
-            let len = self.encoder.encode(&pcm, &mut payload);
+            let len = self.encoder.encode(&pcm, &mut payload).unwrap();
             let mut out = [0u8; MAX_PACKET];
             let n = self
                 .sender
@@ -2017,5 +2109,77 @@ mod tests {
             "b lost a after switching back"
         );
         assert!(share(&last(&pa3), 1300.0, 8000) > 0.5);
+    }
+
+    #[test]
+    fn digits_on_their_own_ssrc_count_once_and_audio_keeps_its_decoder() {
+        // Some phones and SBCs send RFC 4733 events on another SSRC than the audio,
+        // from the same address: every packet then "changes" the SSRC.
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let call = CallToken::from_raw(1);
+        let slot = conf.add_member(t0, call, media(1), seed(1)).unwrap();
+        let mut audio = RtpSender::new(0xA, 1, 8000, 0);
+        let mut events = RtpSender::new(0xD, 1, 16_000, 101);
+        let packet = |s: &mut RtpSender, pt: u8, payload: &[u8], step: u32| {
+            s.set_payload_type(pt);
+            let mut b = [0u8; 512];
+            let n = s.write(payload, step, &mut b).unwrap();
+            b[..n].to_vec()
+        };
+        let now = t0 + TICK;
+        conf.handle_rtp(
+            now,
+            slot,
+            addr(1),
+            &mut packet(&mut audio, 0, &[0xff; 160], 160),
+        );
+        // Digit 5: start, end, (audio), end, (audio), end: one event timestamp.
+        for (i, end) in [false, true, true, true].into_iter().enumerate() {
+            let duration = (160 * (i as u16 + 1)).to_be_bytes();
+            let payload = [5, if end { 0x8a } else { 10 }, duration[0], duration[1]];
+            conf.handle_rtp(
+                now,
+                slot,
+                addr(1),
+                &mut packet(&mut events, 101, &payload, 0),
+            );
+            if end {
+                conf.handle_rtp(
+                    now,
+                    slot,
+                    addr(1),
+                    &mut packet(&mut audio, 0, &[0xff; 160], 160),
+                );
+            }
+        }
+        assert_eq!(conf.counters().digits, 1, "one key press");
+        assert_eq!(conf.counters().foreign_source, 0);
+    }
+
+    #[test]
+    fn room_audio_is_wiped_when_a_format_leaves_or_the_rate_changes() {
+        // A shared encode that goes away (its format's last member left) is dropped
+        // wiped; a rate change keeps the encoders (no new stream for the listeners).
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+        let pb = CodecPhone::new(2, Codec::Opus);
+        conf.add_member(t0, a, media(1), seed(1)).unwrap();
+        conf.add_member(t0, b, pb.params(2), seed(2)).unwrap();
+        conf.join(t0, a, 3);
+        conf.join(t0, b, 3);
+        assert_eq!(conf.rooms[&3].shared.len(), 2);
+        assert_eq!(conf.room_rate(3), 48_000);
+        conf.remove(b);
+        let room = &conf.rooms[&3];
+        assert_eq!(room.rate, 8000);
+        assert_eq!(
+            room.shared.len(),
+            1,
+            "the Opus encode went with its last listener"
+        );
+        assert_eq!(room.shared[0].key.codec, Codec::Pcmu);
+        assert_eq!(conf.counters().codec_errors, 0);
     }
 }

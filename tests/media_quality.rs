@@ -140,7 +140,7 @@ fn run(format: Format, params: LinkParams, seed: u64, secs: u32, conceal: Concea
         let pcm: Vec<i16> = (0..n)
             .map(|i| syllabic(k as usize * n + i, rate) as i16)
             .collect();
-        let len = encoder.encode(&pcm, &mut payload);
+        let len = encoder.encode(&pcm, &mut payload).unwrap();
         link.send(
             now,
             Packet {

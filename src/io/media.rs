@@ -13,7 +13,7 @@ use crate::conference::{
 use crate::metrics::Metrics;
 use crate::redact::CallToken;
 use crate::room::prompts::Prompts;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -172,6 +172,8 @@ fn run(
     let mut published = conf.counters();
     let mut sockets: Vec<Option<UdpSocket>> = Vec::new();
     let mut tombstones: HashSet<CallToken> = HashSet::new();
+    // Re-INVITE media for calls on their way here from another shard: applied on adoption.
+    let mut pending: HashMap<CallToken, MediaParams> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     let mut next_tick = Instant::now() + TICK;
     loop {
@@ -214,6 +216,7 @@ fn run(
                             tombstones.clear();
                         }
                         tombstones.insert(call);
+                        pending.remove(&call);
                     }
                 },
                 ShardCommand::PinResult { call, ok } => conf.handle_pin_result(now, call, ok),
@@ -237,10 +240,26 @@ fn run(
                     if tombstones.remove(&member.token()) {
                         continue;
                     }
+                    let call = member.token();
                     let slot = conf.adopt(now, member, room);
                     place(&mut sockets, slot, socket);
+                    if let Some(media) = pending.remove(&call) {
+                        conf.update_media(call, media);
+                    }
                 }
-                ShardCommand::UpdateMedia { call, media } => conf.update_media(call, media),
+                ShardCommand::UpdateMedia { call, media } => {
+                    if conf.slot_of(call).is_some() {
+                        conf.update_media(call, media);
+                    } else {
+                        // Signalling already points at this shard while the member is
+                        // still in transit from the other one (or gone: then the entry
+                        // is dropped on its Remove, or with the bound).
+                        if pending.len() >= TOMBSTONE_BOUND {
+                            pending.clear();
+                        }
+                        pending.insert(call, media);
+                    }
+                }
                 ShardCommand::Shutdown => return,
             }
         }

@@ -37,6 +37,11 @@ pub struct Format {
 /// Listeners whose encoders are configured alike share one encode of the mix.
 pub type EncoderKey = Format;
 
+/// The Opus bitrates we send at (bit/s): a far end's `maxaveragebitrate` is rounded
+/// down to one of these, which bounds the number of distinct Opus encoders a room
+/// can need (with rate and FEC) to 36 whatever its callers ask for.
+pub const BITRATE_CLASSES: [u32; 6] = [6000, 8000, 12_000, 16_000, 24_000, 32_000];
+
 impl Format {
     /// The format for a codec as negotiated, with the far end's fmtp for Opus.
     pub fn new(codec: Codec, fmtp: Option<&str>) -> Format {
@@ -67,7 +72,15 @@ impl Format {
                     16_000 => 24_000,
                     _ => 32_000,
                 };
-                let bitrate = f.max_average_bitrate.map_or(wanted, |m| wanted.min(m));
+                let capped = f.max_average_bitrate.map_or(wanted, |m| wanted.min(m));
+                // A few bitrate classes, not any number: listeners of one class share
+                // an encode, so callers with odd caps must not each get their own.
+                let bitrate = BITRATE_CLASSES
+                    .iter()
+                    .copied()
+                    .rev()
+                    .find(|&c| c <= capped)
+                    .unwrap_or(BITRATE_CLASSES[0]);
                 Format {
                     codec,
                     rate,
@@ -89,10 +102,10 @@ impl Format {
     }
 }
 
-/// Why a codec could not be set up.
+/// Why a codec could not be set up or could not encode.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// libopus refused the parameters.
+    /// libopus refused the parameters or the frame.
     #[error(transparent)]
     Opus(#[from] OpusError),
 }
@@ -206,8 +219,12 @@ impl FrameDecoder for Decoder {
             }
             Decoder::Opus(d) => {
                 let start = out.len();
-                let capacity = out.capacity().max(start + MAX_FRAME);
-                out.resize(capacity, 0);
+                // Exactly the packet's duration: zero-filling a whole 120 ms buffer per
+                // packet would cost more than the decode for small packets.
+                let Ok(samples) = d.packet_samples(payload) else {
+                    return Err(DecodeError::Malformed);
+                };
+                out.resize(start + samples, 0);
                 let result = d.decode(payload, &mut out[start..]);
                 match result {
                     Ok(n) => {
@@ -288,18 +305,18 @@ impl Encoder {
         })
     }
 
-    /// Encodes one 20 ms frame into `out`; returns the payload length (0 if the
-    /// frame could not be encoded, which sends nothing this tick).
-    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
-        match self {
+    /// Encodes one 20 ms frame into `out`; returns the payload length. Only Opus can
+    /// fail (a frame of the wrong length: a bug of ours, which the caller counts).
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        Ok(match self {
             Encoder::G711(law) => {
                 let n = pcm.len().min(out.len());
                 law.encode(&pcm[..n], &mut out[..n]);
                 n
             }
             Encoder::G722(e) => e.encode(pcm, out),
-            Encoder::Opus(e) => e.encode(pcm, out).unwrap_or(0),
-        }
+            Encoder::Opus(e) => e.encode(pcm, out)?,
+        })
     }
 
     /// Back to the initial state (a stream restarts from this encoder).
@@ -341,7 +358,9 @@ mod tests {
         assert_eq!((opus.rate, opus.fec, opus.bitrate), (16_000, true, 24_000));
         assert_eq!(opus.timestamp_step(), 960);
         let full = Format::new(Codec::Opus, Some("maxaveragebitrate=20000"));
-        assert_eq!((full.rate, full.fec, full.bitrate), (48_000, false, 20_000));
+        assert_eq!((full.rate, full.fec, full.bitrate), (48_000, false, 16_000));
+        let tiny = Format::new(Codec::Opus, Some("maxaveragebitrate=6000"));
+        assert_eq!(tiny.bitrate, 6000);
     }
 
     #[test]
@@ -362,7 +381,7 @@ mod tests {
             let mut all = Vec::new();
             let mut payload = [0u8; MAX_PAYLOAD];
             for frame in input.chunks(n) {
-                let len = enc.encode(frame, &mut payload);
+                let len = enc.encode(frame, &mut payload).unwrap();
                 assert!(len > 0, "{codec:?}: empty payload");
                 output.clear();
                 dec.decode(&payload[..len], &mut output).unwrap();

@@ -468,6 +468,15 @@ impl OpusDecoder {
         Ok(self.inner.decode(payload, out, false)?)
     }
 
+    /// How many samples (at the output rate) `payload` decodes to, without decoding
+    /// it: [`OpusError::InvalidPacket`] when its framing says nothing sensible.
+    pub fn packet_samples(&self, payload: &[u8]) -> Result<usize, OpusError> {
+        if payload.is_empty() {
+            return Err(OpusError::InvalidPacket);
+        }
+        Ok(::opus::packet::get_nb_samples(payload, self.sample_rate)?)
+    }
+
     /// Recover a lost frame from the in-band FEC of the packet that
     /// followed it (`next_payload`), into `out`, whose length is the lost
     /// duration (20 ms is `sample_rate / 50`). Decode `next_payload` with

@@ -620,6 +620,12 @@ impl PlayoutBuffer {
         samples_to_duration(self.target, self.out_rate)
     }
 
+    /// Times the buffer has started afresh on a new stream (new SSRC, timestamp jump,
+    /// restarted sender): the codec's state belongs to the old stream then.
+    pub fn resyncs(&self) -> u64 {
+        self.stats.resyncs
+    }
+
     /// Counters and delays.
     pub fn stats(&self) -> PlayoutStats {
         PlayoutStats {
