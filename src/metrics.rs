@@ -134,6 +134,10 @@ pub struct Metrics {
     pub srtp_auth_failures: Counter,
     /// RTP packets from another address than the latched one.
     pub rtp_foreign_source: Counter,
+    /// Received audio frames concealed (PLC or Opus FEC) for lost or late packets.
+    pub frames_concealed: Counter,
+    /// Encoder, resampler or codec set-up failures (a bug if it ever counts).
+    pub codec_errors: Counter,
     /// Members of a room at the moment it emptied (its peak size).
     pub room_size: Histogram,
     /// Call durations in seconds, observed at hang-up.
@@ -168,6 +172,8 @@ impl Metrics {
             sip_dropped: Family::default(),
             srtp_auth_failures: Counter::default(),
             rtp_foreign_source: Counter::default(),
+            frames_concealed: Counter::default(),
+            codec_errors: Counter::default(),
             // Coarse on purpose: small, medium, large rooms; nothing that singles one out.
             room_size: Histogram::new([2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0]),
             // Coarse on purpose: minutes, not seconds.
@@ -219,6 +225,16 @@ impl Metrics {
             "rtp_foreign_source",
             "RTP packets from an address other than the latched one",
             m.rtp_foreign_source.clone(),
+        );
+        registry.register(
+            "frames_concealed",
+            "Received audio frames concealed (PLC or Opus FEC) for lost or late packets",
+            m.frames_concealed.clone(),
+        );
+        registry.register(
+            "codec_errors",
+            "Encoder, resampler or codec set-up failures",
+            m.codec_errors.clone(),
         );
         registry.register(
             "room_size",

@@ -303,6 +303,16 @@ fn run(
                 .srtp_auth_failures
                 .inc_by(c.srtp_rejected - published.srtp_rejected);
         }
+        if c.frames_concealed != published.frames_concealed {
+            metrics
+                .frames_concealed
+                .inc_by(c.frames_concealed - published.frames_concealed);
+        }
+        if c.codec_errors != published.codec_errors {
+            metrics
+                .codec_errors
+                .inc_by(c.codec_errors - published.codec_errors);
+        }
         published = c;
         members.store(conf.members(), Ordering::Relaxed);
         rooms.store(conf.rooms(), Ordering::Relaxed);
