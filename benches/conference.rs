@@ -80,6 +80,9 @@ struct Case {
     /// Listeners are muted and use Opus DTX (as our fmtp's `usedtx=1` asks): frames
     /// of at most 2 bytes are not sent.
     dtx: bool,
+    /// Every packet carries an RFC 6464 audio level (ID 1): -20 dBov for the talkers,
+    /// -66 dBov for the others.
+    levels: bool,
 }
 
 /// Payloads for `ticks` frames: one sequence per speaker, one shared by the listeners.
@@ -137,6 +140,7 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
         let params = MediaParams {
             codec: case.codec,
             fmtp: case.fmtp.map(str::to_string),
+            audio_level_id: case.levels.then_some(1),
             payload_type: case.payload_type,
             telephone_event: Some(101),
             remote: Some(SocketAddr::new(ip, 20_000 + m as u16)),
@@ -172,7 +176,14 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
             let n = sender
                 .write(payload, format.timestamp_step(), &mut out)
                 .expect("rtp");
-            tick_packets.push((m, out[..n].to_vec()));
+            let mut packet = out[..n].to_vec();
+            if case.levels {
+                // One-byte header extension (RFC 8285) with the level as element 1.
+                let level: u8 = if m < SPEAKERS { 0x80 | 20 } else { 66 };
+                packet[0] |= 0x10;
+                packet.splice(12..12, [0xBE, 0xDE, 0, 1, 0x10, level, 0, 0]);
+            }
+            tick_packets.push((m, packet));
         }
     }
     let mut per_second = Vec::new();
@@ -224,6 +235,7 @@ fn main() {
             fmtp: None,
             payload_type: 0,
             dtx: false,
+            levels: false,
         },
         Case {
             name: "G.722",
@@ -231,6 +243,7 @@ fn main() {
             fmtp: None,
             payload_type: 9,
             dtx: false,
+            levels: false,
         },
         Case {
             name: "Opus 16 kHz",
@@ -238,6 +251,7 @@ fn main() {
             fmtp: Some("maxplaybackrate=16000;useinbandfec=1"),
             payload_type: 111,
             dtx: false,
+            levels: false,
         },
         Case {
             name: "Opus 16 kHz, DTX listeners",
@@ -245,6 +259,7 @@ fn main() {
             fmtp: Some("maxplaybackrate=16000;useinbandfec=1"),
             payload_type: 111,
             dtx: true,
+            levels: false,
         },
         Case {
             name: "Opus 48 kHz",
@@ -252,6 +267,7 @@ fn main() {
             fmtp: Some("useinbandfec=1"),
             payload_type: 111,
             dtx: false,
+            levels: false,
         },
         Case {
             name: "Opus 48 kHz, DTX listeners",
@@ -259,8 +275,24 @@ fn main() {
             fmtp: Some("useinbandfec=1"),
             payload_type: 111,
             dtx: true,
+            levels: false,
         },
     ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .flat_map(|c| {
+            let with_levels = (c.name == "G.722" || c.name == "Opus 48 kHz").then(|| Case {
+                name: if c.name == "G.722" {
+                    "G.722, RFC 6464 levels"
+                } else {
+                    "Opus 48 kHz, RFC 6464 levels"
+                },
+                levels: true,
+                ..c
+            });
+            std::iter::once(c).chain(with_levels)
+        })
+        .collect();
     let sizes: Vec<usize> = match std::env::var("SOTTO_BENCH_SIZES") {
         Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
         Err(_) => vec![10, 100, 1000],

@@ -27,7 +27,7 @@
 //! never on the per-tick path.
 
 use crate::config::Codec;
-use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, MAX_FRAME, MAX_PAYLOAD};
+use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, Unheard, MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::DtmfReceiver;
 use crate::media::playout::{Playout, PlayoutBuffer};
 use crate::media::resample::Resampler;
@@ -62,6 +62,9 @@ const SWITCH_MARGIN_DB: f32 = 6.0;
 
 /// Ticks a speaker keeps its place at least (400 ms) before a louder one may take it.
 const MIN_SPEAKER_TICKS: u64 = 20;
+
+/// Ticks an RFC 6464 level report stays good for: a packet or two may be late.
+const LEVEL_FRESH_TICKS: u64 = 3;
 
 /// Level of digital silence in the level estimates, dB below full scale.
 const SILENCE_DBOV: f32 = -96.0;
@@ -126,6 +129,8 @@ pub struct MediaParams {
     pub codec: Codec,
     /// The caller's fmtp parameters for it (Opus reads them).
     pub fmtp: Option<String>,
+    /// Header extension ID of the caller's RFC 6464 audio levels, if it sends them.
+    pub audio_level_id: Option<u8>,
     /// Payload type the caller uses for it.
     pub payload_type: u8,
     /// telephone-event payload type.
@@ -200,6 +205,9 @@ pub struct MediaCounters {
     pub frames_decoded: u64,
     /// Frames concealed (PLC or FEC) in place of lost or late packets.
     pub frames_concealed: u64,
+    /// Frames not decoded because the caller's RFC 6464 level said they were quiet
+    /// and the caller was not a speaker.
+    pub frames_skipped: u64,
     /// Encoder, resampler or codec set-up failures (a bug of ours: counted, never fatal).
     pub codec_errors: u64,
 }
@@ -306,6 +314,11 @@ pub struct Member {
     /// The playout buffer's resync count when the decoder last started afresh.
     seen_resyncs: u64,
     decoder: Decoder,
+    /// RFC 6464: the extension ID, the loudest level (-dBov) reported in the last
+    /// packets and the tick it came in, and whether decoding is being skipped.
+    level_id: Option<u8>,
+    reported: Option<(u8, u64)>,
+    skipping: bool,
     /// Own encoder: prompts, and the mix minus own while speaking.
     encoder: Encoder,
     dtmf: DtmfReceiver,
@@ -609,6 +622,9 @@ impl Conference {
             playout: playout_for(&self.settings, format),
             seen_resyncs: 0,
             decoder: Decoder::new(format).ok()?,
+            level_id: media.audio_level_id,
+            reported: None,
+            skipping: false,
             encoder: Encoder::new(format).ok()?,
             dtmf: DtmfReceiver::new(),
             last_rx: now,
@@ -853,6 +869,8 @@ impl Conference {
         m.payload_type = media.payload_type;
         m.sender.set_payload_type(media.payload_type);
         m.telephone_event = media.telephone_event;
+        m.level_id = media.audio_level_id;
+        m.reported = None;
         if m.latched.is_none() {
             m.remote = media.remote;
         }
@@ -978,6 +996,16 @@ impl Conference {
         if !m.receive || !matches!(m.phase, Phase::Joined(_)) {
             return;
         }
+        if let Some(id) = m.level_id {
+            if let Some(level) = rtp::audio_level(&packet[..len], id) {
+                // The loudest of this tick's packets (a smaller -dBov is louder).
+                let tick = self.ticks;
+                m.reported = Some(match m.reported {
+                    Some((previous, t)) if t == tick => (previous.min(level.minus_dbov), tick),
+                    _ => (level.minus_dbov, tick),
+                });
+            }
+        }
         m.playout.push(
             now,
             header.sequence,
@@ -1028,26 +1056,53 @@ impl Conference {
     }
 
     /// One frame per joined member from its playout buffer, and its level.
+    ///
+    /// A member that is not speaking and whose RFC 6464 level says it is below the
+    /// noise gate is not decoded: its packets play as silence of the right length,
+    /// and the reported level feeds the gate. Decoding (with a fresh decoder) resumes
+    /// as soon as it reports a level above the gate, which arrives with the packet,
+    /// a jitter-buffer delay before the audio plays.
     fn take_input(&mut self, now: Instant) {
         let gate = self.settings.noise_gate_dbov;
         let auto_gain = self.settings.auto_gain;
+        let ticks = self.ticks;
         for m in self.slots.iter_mut().flatten() {
             m.has_audio = false;
             if !(matches!(m.phase, Phase::Joined(_)) && m.receive) {
                 continue;
             }
             let n = m.format.frame_samples();
-            let played = m.playout.pop(now, &mut m.decoder, &mut m.native[..n]);
-            match played {
-                Playout::Audio => self.counters.frames_decoded += 1,
-                Playout::Concealed => self.counters.frames_concealed += 1,
-                Playout::Silence => {}
+            let reported = m
+                .reported
+                .filter(|&(_, t)| ticks.saturating_sub(t) <= LEVEL_FRESH_TICKS)
+                .map(|(minus_dbov, _)| -f32::from(minus_dbov));
+            let quiet = reported.filter(|&db| !m.voice.speaking && db <= gate);
+            let played = match quiet {
+                Some(_) => {
+                    m.skipping = true;
+                    m.playout
+                        .pop(now, &mut Unheard(&m.decoder), &mut m.native[..n])
+                }
+                None => {
+                    if m.skipping {
+                        // Its history is from before the skipped packets.
+                        m.decoder.reset();
+                        m.skipping = false;
+                    }
+                    m.playout.pop(now, &mut m.decoder, &mut m.native[..n])
+                }
+            };
+            match (played, quiet) {
+                (Playout::Silence, _) => {}
+                (_, Some(_)) => self.counters.frames_skipped += 1,
+                (Playout::Audio, None) => self.counters.frames_decoded += 1,
+                (Playout::Concealed, None) => self.counters.frames_concealed += 1,
             }
             m.has_audio = played != Playout::Silence;
-            let db = if m.has_audio {
-                level_dbov(&m.native[..n])
-            } else {
-                SILENCE_DBOV
+            let db = match (quiet, m.has_audio) {
+                (Some(db), true) => db,
+                (None, true) => level_dbov(&m.native[..n]),
+                (_, false) => SILENCE_DBOV,
             };
             m.voice.update(db, gate, auto_gain);
         }
@@ -1406,6 +1461,7 @@ mod tests {
         MediaParams {
             codec: Codec::Pcmu,
             fmtp: None,
+            audio_level_id: None,
             payload_type: 0,
             telephone_event: Some(101),
             remote: Some(addr(n)),
@@ -2180,6 +2236,75 @@ mod tests {
             "the Opus encode went with its last listener"
         );
         assert_eq!(room.shared[0].key.codec, Codec::Pcmu);
+        assert_eq!(conf.counters().codec_errors, 0);
+    }
+
+    #[test]
+    fn quiet_members_with_rfc_6464_levels_are_not_decoded_until_they_speak() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let with_level = |mut packet: Vec<u8>, minus_dbov: u8| {
+            packet[0] |= 0x10;
+            packet.splice(12..12, [0xBE, 0xDE, 0, 1, 0x10, minus_dbov, 0, 0]);
+            packet
+        };
+        let mut phones = Vec::new();
+        let mut slots = Vec::new();
+        for n in 0..6u8 {
+            let phone = CodecPhone::new(n, Codec::Opus);
+            let call = CallToken::from_raw(200 + n as u64);
+            let mut params = phone.params(n + 1);
+            params.audio_level_id = Some(1);
+            slots.push(conf.add_member(t0, call, params, seed(n)).unwrap());
+            conf.join(t0, call, 9);
+            phones.push(phone);
+        }
+        let mut now = t0;
+        let mut run =
+            |conf: &mut Conference, phones: &mut Vec<CodecPhone>, talkers: usize, ticks| {
+                let before = conf.counters();
+                for _ in 0..ticks {
+                    now += TICK;
+                    for (i, phone) in phones.iter_mut().enumerate() {
+                        let talking = i < talkers;
+                        let amplitude = if talking { 6000.0 } else { 0.0 };
+                        let packet = phone.tone(400.0 + 200.0 * i as f64, amplitude);
+                        let mut packet = with_level(packet, if talking { 0x80 | 18 } else { 90 });
+                        conf.handle_rtp(now, slots[i], addr(i as u8 + 1), &mut packet);
+                    }
+                    conf.handle_tick(now);
+                    let mut out = Vec::new();
+                    conf.drain_transmits(|_, dest, bytes| out.push((dest, bytes.to_vec())));
+                    for (dest, bytes) in out {
+                        let i = (0..phones.len())
+                            .find(|&i| addr(i as u8 + 1) == dest)
+                            .unwrap();
+                        phones[i].receive(&bytes);
+                    }
+                }
+                let after = conf.counters();
+                (
+                    after.frames_decoded - before.frames_decoded,
+                    after.frames_skipped - before.frames_skipped,
+                )
+            };
+        // Two talk, four are quiet: after the first ticks only the talkers are decoded.
+        run(&mut conf, &mut phones, 2, 50);
+        let (decoded, skipped) = run(&mut conf, &mut phones, 2, 50);
+        assert_eq!(decoded, 2 * 50, "only the talkers are decoded");
+        assert_eq!(skipped, 4 * 50, "the quiet ones are skipped");
+        // A third starts talking: decoded again, it becomes a speaker and is heard.
+        for p in phones.iter_mut() {
+            p.heard.clear();
+        }
+        let (decoded, _) = run(&mut conf, &mut phones, 3, 50);
+        assert!(decoded >= 3 * 45, "{decoded}");
+        assert!(conf.is_speaker(CallToken::from_raw(202)));
+        let last = &phones[0].heard[phones[0].heard.len() - 48_000 / 2..];
+        assert!(
+            share(last, 800.0, 48_000) > 0.2,
+            "the new talker is not heard"
+        );
         assert_eq!(conf.counters().codec_errors, 0);
     }
 }

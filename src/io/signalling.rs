@@ -329,6 +329,7 @@ impl Signalling {
         MediaParams {
             codec: n.codec,
             fmtp: n.fmtp.clone(),
+            audio_level_id: n.audio_level_id,
             payload_type: n.payload_type,
             telephone_event: n.telephone_event,
             remote: n.remote_rtp,

@@ -203,6 +203,35 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// How many samples `payload` decodes to, without decoding it (`None` for an
+    /// Opus packet whose framing is invalid).
+    pub fn samples_in(&self, payload: &[u8]) -> Option<usize> {
+        match self {
+            Decoder::G711(_) => Some(payload.len()),
+            Decoder::G722(_) => Some(2 * payload.len()),
+            Decoder::Opus(d) => d.packet_samples(payload).ok(),
+        }
+    }
+}
+
+/// Plays a member's packets as silence of the right length without decoding them:
+/// what the conference uses for a listener whose RFC 6464 level says it is quiet.
+/// The decoder's state is left behind; it starts afresh when decoding resumes.
+pub struct Unheard<'a>(pub &'a Decoder);
+
+impl FrameDecoder for Unheard<'_> {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        let samples = self.0.samples_in(payload).ok_or(DecodeError::Malformed)?;
+        out.resize(out.len() + samples, 0);
+        Ok(())
+    }
+
+    fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
+        out.resize(out.len() + samples, 0);
+    }
+}
+
 impl FrameDecoder for Decoder {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
         match self {

@@ -141,6 +141,71 @@ pub fn parse(packet: &[u8]) -> Result<(RtpHeaderView, &[u8]), RtpError> {
     Ok((header, payload))
 }
 
+/// The RFC 6464 client-to-mixer audio level of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioLevel {
+    /// The sender's voice activity flag (V bit).
+    pub voice: bool,
+    /// The level in dB below full scale, 0 (loudest) to 127 (silence).
+    pub minus_dbov: u8,
+}
+
+/// The RFC 8285 extension URI of the RFC 6464 audio level.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The RFC 6464 audio level a packet carries in header extension element `id`
+/// (negotiated by `a=extmap`), in the one-byte or two-byte form of RFC 8285. `None`
+/// when the packet has no such element or the extension is malformed.
+pub fn audio_level(packet: &[u8], id: u8) -> Option<AudioLevel> {
+    let rtp = RtpPacket::parse(packet).ok()?;
+    let (profile, data) = rtp.extension()?;
+    let element = extension_element(profile, data, id)?;
+    let byte = *element.first()?;
+    Some(AudioLevel {
+        voice: byte & 0x80 != 0,
+        minus_dbov: byte & 0x7f,
+    })
+}
+
+/// Finds element `id` in an RFC 8285 header extension block.
+fn extension_element(profile: u16, data: &[u8], id: u8) -> Option<&[u8]> {
+    let mut i = 0;
+    if profile == 0xBEDE {
+        // One-byte headers: ID (4 bits) and length - 1 (4 bits); 0 is padding, ID 15
+        // ends the block (RFC 8285 §4.2).
+        while let Some(&b) = data.get(i) {
+            if b == 0 {
+                i += 1;
+                continue;
+            }
+            let (element_id, len) = (b >> 4, usize::from(b & 0x0f) + 1);
+            if element_id == 15 {
+                return None;
+            }
+            let value = data.get(i + 1..i + 1 + len)?;
+            if element_id == id {
+                return Some(value);
+            }
+            i += 1 + len;
+        }
+    } else if profile & 0xfff0 == 0x1000 {
+        // Two-byte headers: ID and length bytes; ID 0 is padding (RFC 8285 §4.3).
+        while let Some(&element_id) = data.get(i) {
+            if element_id == 0 {
+                i += 1;
+                continue;
+            }
+            let len = usize::from(*data.get(i + 1)?);
+            let value = data.get(i + 2..i + 2 + len)?;
+            if element_id == id {
+                return Some(value);
+            }
+            i += 2 + len;
+        }
+    }
+    None
+}
+
 /// The state of one outgoing RTP stream: SSRC, next sequence number, next
 /// timestamp, payload type and whether the next packet starts a talk-spurt.
 ///
@@ -436,5 +501,48 @@ mod tests {
         let (header, payload) = parse(&packet).unwrap();
         assert_eq!(header.payload_type, 13);
         assert!(payload.is_empty());
+    }
+
+    /// A PCMU packet with a header extension block of `profile` and `data`.
+    fn with_extension(profile: u16, data: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x90, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+        p.extend_from_slice(&profile.to_be_bytes());
+        p.extend_from_slice(&((data.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(data);
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[test]
+    fn rfc_6464_levels_are_read_from_both_extension_forms() {
+        // One-byte form: padding, an element with ID 3 (2 bytes), then the level (ID 1).
+        let p = with_extension(0xBEDE, &[0, 0x31, 9, 9, 0x10, 0x80 | 42, 0, 0]);
+        assert_eq!(
+            audio_level(&p, 1),
+            Some(AudioLevel {
+                voice: true,
+                minus_dbov: 42
+            })
+        );
+        assert_eq!(audio_level(&p, 2), None);
+        // Two-byte form.
+        let p = with_extension(0x1000, &[0, 5, 1, 127, 0, 0, 0, 0]);
+        assert_eq!(
+            audio_level(&p, 5),
+            Some(AudioLevel {
+                voice: false,
+                minus_dbov: 127
+            })
+        );
+        // ID 15 ends a one-byte block; an element running past the block is malformed.
+        let p = with_extension(0xBEDE, &[0xf0, 0x10, 30, 0]);
+        assert_eq!(audio_level(&p, 1), None);
+        let p = with_extension(0xBEDE, &[0x13, 1, 2, 3]);
+        assert_eq!(audio_level(&p, 1), None);
+        // No extension at all, or not RTP.
+        let mut plain = with_extension(0xBEDE, &[0x10, 20, 0, 0]);
+        plain[0] = 0x80;
+        assert_eq!(audio_level(&plain[..12], 1), None);
+        assert_eq!(audio_level(&[1, 2, 3], 1), None);
     }
 }

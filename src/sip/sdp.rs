@@ -106,6 +106,8 @@ pub struct Media {
     pub crypto: Vec<String>,
     /// `a=fmtp` entries: payload type and the parameter string.
     pub fmtps: Vec<(u8, String)>,
+    /// `a=extmap` entries (RFC 8285) the offerer will send: ID and extension URI.
+    pub extmaps: Vec<(u8, String)>,
 }
 
 /// The parts of a session description this bridge uses.
@@ -178,6 +180,7 @@ impl SessionDescription {
                         formats,
                         rtpmaps: Vec::new(),
                         fmtps: Vec::new(),
+                        extmaps: Vec::new(),
                         connection: None,
                         direction: Direction::SendRecv,
                         ptime: None,
@@ -213,6 +216,11 @@ impl SessionDescription {
                             }
                         }
                         ("ptime", Some(arg)) => m.ptime = arg.trim().parse().ok(),
+                        ("extmap", Some(arg)) if m.extmaps.len() < 16 => {
+                            if let Some(map) = parse_extmap(arg) {
+                                m.extmaps.push(map);
+                            }
+                        }
                         ("fmtp", Some(arg)) if m.fmtps.len() < 64 => {
                             if let Some((pt, params)) = arg.trim().split_once(' ') {
                                 if let Ok(pt) = pt.parse::<u8>() {
@@ -242,6 +250,23 @@ impl SessionDescription {
         }
         Ok(SessionDescription { connection, media })
     }
+}
+
+/// `a=extmap:<id>[/<direction>] <URI> [<attributes>]` (RFC 8285 §8), kept only when
+/// the offerer will send the extension (not `recvonly` or `inactive`).
+fn parse_extmap(arg: &str) -> Option<(u8, String)> {
+    let mut it = arg.split_whitespace();
+    let first = it.next()?;
+    let (id, direction) = match first.split_once('/') {
+        Some((id, direction)) => (id, Some(direction)),
+        None => (first, None),
+    };
+    let id: u8 = id.parse().ok()?;
+    if id == 0 || matches!(direction, Some("recvonly" | "inactive")) {
+        return None;
+    }
+    let uri = it.next()?;
+    (uri.len() <= 128).then(|| (id, uri.to_string()))
 }
 
 fn parse_rtpmap(arg: &str) -> Option<(u8, String, u32)> {
@@ -312,6 +337,8 @@ pub struct Negotiated {
     pub telephone_event_rate: u32,
     /// The offer's fmtp parameters for the chosen codec (Opus reads them).
     pub fmtp: Option<String>,
+    /// The header extension ID of RFC 6464 audio levels, if the offerer sends them.
+    pub audio_level_id: Option<u8>,
     /// Where the offerer wants our RTP (None: it does not want any yet).
     pub remote_rtp: Option<std::net::SocketAddr>,
     /// The offerer's direction.
@@ -448,6 +475,11 @@ pub fn negotiate(
             telephone_event: event.map(|(pt, _)| pt),
             telephone_event_rate: event.map_or(8000, |(_, rate)| rate),
             fmtp,
+            audio_level_id: m
+                .extmaps
+                .iter()
+                .find(|(_, uri)| uri == crate::media::rtp::AUDIO_LEVEL_URI)
+                .map(|(id, _)| *id),
             remote_rtp,
             offered_direction: m.direction,
             proto: m.proto.clone(),
@@ -522,6 +554,14 @@ impl Answer<'_> {
                 );
             }
             let _ = write!(s, "a=ptime:20\r\na={}\r\n", self.direction.attribute());
+            if let Some(id) = n.audio_level_id {
+                // We take the levels and send none (RFC 8285 §6: direction as we see it).
+                let _ = write!(
+                    s,
+                    "a=extmap:{id}/recvonly {}\r\n",
+                    crate::media::rtp::AUDIO_LEVEL_URI
+                );
+            }
             if let Some(c) = self.crypto {
                 let _ = write!(s, "a=crypto:{}\r\n", c.render());
             }
@@ -800,5 +840,44 @@ a=rtpmap:102 telephone-event/48000\r\n";
             negotiate(&no_c, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap_err(),
             SdpError::NoConnection
         );
+    }
+
+    #[test]
+    fn audio_levels_are_taken_when_the_offerer_sends_them() {
+        let offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n\
+a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
+        let sdp = SessionDescription::parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!(n.audio_level_id, Some(1));
+        let a = Answer {
+            offer: &sdp,
+            negotiated: &n,
+            address: "127.0.0.1".parse().unwrap(),
+            port: 30000,
+            session_id: 1,
+            version: 1,
+            direction: Direction::SendRecv,
+            crypto: None,
+        }
+        .render();
+        assert!(
+            a.lines()
+                .any(|l| l == "a=extmap:1/recvonly urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+            "{a}"
+        );
+        assert!(!a.contains("sdes:mid"), "{a}");
+        // An offerer that only receives them, or a bad ID: not taken.
+        for bad in [
+            "a=extmap:1/recvonly urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:0 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:300 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "a=extmap:x urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        ] {
+            let offer = format!("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n{bad}\r\n");
+            let sdp = SessionDescription::parse(offer.as_bytes()).unwrap();
+            let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+            assert_eq!(n.audio_level_id, None, "{bad}");
+        }
     }
 }
