@@ -138,6 +138,8 @@ pub struct Metrics {
     pub frames_concealed: Counter,
     /// Encoder, resampler or codec set-up failures (a bug if it ever counts).
     pub codec_errors: Counter,
+    /// Received frames not decoded: a quiet non-speaker's RFC 6464 level said so.
+    pub frames_unheard: Counter,
     /// Members of a room at the moment it emptied (its peak size).
     pub room_size: Histogram,
     /// Call durations in seconds, observed at hang-up.
@@ -174,6 +176,7 @@ impl Metrics {
             rtp_foreign_source: Counter::default(),
             frames_concealed: Counter::default(),
             codec_errors: Counter::default(),
+            frames_unheard: Counter::default(),
             // Coarse on purpose: small, medium, large rooms; nothing that singles one out.
             room_size: Histogram::new([2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0]),
             // Coarse on purpose: minutes, not seconds.
@@ -235,6 +238,11 @@ impl Metrics {
             "codec_errors",
             "Encoder, resampler or codec set-up failures",
             m.codec_errors.clone(),
+        );
+        registry.register(
+            "frames_unheard",
+            "Received frames not decoded because the caller's RFC 6464 level was below the noise gate",
+            m.frames_unheard.clone(),
         );
         registry.register(
             "room_size",

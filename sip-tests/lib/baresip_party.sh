@@ -13,6 +13,7 @@
 #   PROMPT_WAIT  HANGUP_AT  TAIL  EXPECT_TONES  ABSENT_TONES(=TONE)  EXPECT_PROMPT(=1)
 #   PROMPT_MIN_DB(=-45)  MEDIAENC(none|srtp|srtp-mand|srtp-mandf)  CODECS(pcmu)
 #   LOCAL_PORT  CTRL_PORT  RTP_PORTS  OUT (directory)  SIP_TRACE(=0)  EXPECT_SUITE
+#   AUDIO_LEVEL(=0; 1: baresip sends RFC 6464 audio levels)  TONE=0: a silent caller
 # Leaves OUT/received.wav and OUT/sent.wav (8 kHz, what baresip decoded / encoded).
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -24,10 +25,11 @@ PIN=${PIN-31415926#}; PROMPT_WAIT=${PROMPT_WAIT:-4}; TAIL=${TAIL:-7}
 EXPECT_TONES=${EXPECT_TONES:-}; ABSENT_TONES=${ABSENT_TONES-$TONE}
 EXPECT_PROMPT=${EXPECT_PROMPT:-1}; PROMPT_MIN_DB=${PROMPT_MIN_DB:--45}
 MEDIAENC=${MEDIAENC:-none}; CODECS=${CODECS:-pcmu}
-SIP_TRACE=${SIP_TRACE:-0}; EXPECT_SUITE=${EXPECT_SUITE:-}
+SIP_TRACE=${SIP_TRACE:-0}; EXPECT_SUITE=${EXPECT_SUITE:-}; AUDIO_LEVEL=${AUDIO_LEVEL:-0}
 fails=0
 trace=()
 [ "$SIP_TRACE" = 1 ] && trace=(--sip-trace)
+[ "$AUDIO_LEVEL" = 1 ] && trace+=(--audio-level)
 
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 for p in "$LOCAL_PORT" "$((LOCAL_PORT + 1))" "$CTRL_PORT"; do

@@ -65,7 +65,7 @@ audio_buffer		20-160
 audio_source		aufile,{os.path.abspath(a.source)}
 ausrc_srate		48000
 ausrc_channels		1
-audio_level		no
+audio_level		{"yes" if a.audio_level else "no"}
 rtp_ports		{a.rtp_ports}
 rtcp_mux		no
 jitter_buffer_delay	5-10
@@ -226,6 +226,8 @@ def main():
     ap.add_argument("--ctrl-port", type=int, required=True)
     ap.add_argument("--rtp-ports", default="30000-30019")
     ap.add_argument("--target", help="sip:ROOM@HOST:PORT (role call)")
+    ap.add_argument("--audio-level", action="store_true",
+                    help="send RFC 6464 client-to-mixer audio levels (baresip audio_level yes)")
     ap.add_argument("--mediaenc", default="srtp-mand",
                     choices=["srtp-mand", "srtp-mandf", "srtp", "none"])
     ap.add_argument("--codecs", default="pcmu")

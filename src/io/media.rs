@@ -308,6 +308,11 @@ fn run(
                 .frames_concealed
                 .inc_by(c.frames_concealed - published.frames_concealed);
         }
+        if c.frames_skipped != published.frames_skipped {
+            metrics
+                .frames_unheard
+                .inc_by(c.frames_skipped - published.frames_skipped);
+        }
         if c.codec_errors != published.codec_errors {
             metrics
                 .codec_errors
