@@ -225,8 +225,6 @@ struct Playback {
 /// A member's level, noise gate and speaker state.
 #[derive(Debug, Clone, Copy)]
 struct Voice {
-    /// This tick's frame level, dBov.
-    frame_db: f32,
     /// Smoothed level (fast attack, slow release), dBov: what speakers are ranked by.
     level_db: f32,
     /// Ticks the gate stays open.
@@ -242,7 +240,6 @@ struct Voice {
 impl Voice {
     fn new() -> Voice {
         Voice {
-            frame_db: SILENCE_DBOV,
             level_db: SILENCE_DBOV,
             hang: 0,
             speaking: false,
@@ -257,7 +254,6 @@ impl Voice {
 
     /// Takes this tick's frame level.
     fn update(&mut self, frame_db: f32, gate_db: f32, auto_gain: bool) {
-        self.frame_db = frame_db;
         self.level_db = if frame_db > self.level_db {
             // Attack within a couple of ticks: a new talker is heard at once.
             0.5 * (self.level_db + frame_db)
@@ -454,9 +450,6 @@ struct Room {
     /// The full mix of this tick at the room's rate.
     full: Box<[i16]>,
     shared: Vec<SharedEncode>,
-    /// Most members the room has had: the speaker candidates' scratch is reserved for
-    /// it at join time, so that selection does not allocate on the tick.
-    candidates_hint: usize,
 }
 
 impl Room {
@@ -735,12 +728,9 @@ impl Conference {
                 }
             }
         }
-        if r.candidates_hint < r.members.len() {
-            r.candidates_hint = r.members.len();
-        }
-        let hint = r.candidates_hint;
-        self.candidates
-            .reserve(hint.saturating_sub(self.candidates.len()));
+        // Speaker selection must not allocate on the tick: room for every member here.
+        self.candidates.clear();
+        self.candidates.reserve(members.len());
         for s in members {
             if let Some(m) = self.slots.get_mut(s).and_then(Option::as_mut) {
                 let stale = m.up.as_ref().is_none_or(|u| u.to_hz() != rate)
@@ -776,7 +766,6 @@ impl Conference {
             speakers: Vec::new(),
             full: vec![0; MAX_FRAME].into_boxed_slice(),
             shared: Vec::new(),
-            candidates_hint: 0,
         });
         if !r.members.contains(&slot) {
             r.members.push(slot);
@@ -2214,9 +2203,9 @@ mod tests {
     }
 
     #[test]
-    fn room_audio_is_wiped_when_a_format_leaves_or_the_rate_changes() {
-        // A shared encode that goes away (its format's last member left) is dropped
-        // wiped; a rate change keeps the encoders (no new stream for the listeners).
+    fn a_format_that_leaves_takes_its_shared_encode_and_the_rate_follows() {
+        // The Opus member leaves: its shared encode goes (SharedEncode's Drop wipes it)
+        // and the room falls back to 8 kHz with the G.711 encode kept.
         let t0 = Instant::now();
         let mut conf = Conference::new(settings(), prompts());
         let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));

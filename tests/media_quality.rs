@@ -8,10 +8,12 @@
 //! *waveform SNR* aligned window by window.
 #![allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 
+mod common;
 #[path = "common/link_sim.rs"]
 #[allow(dead_code)]
 mod link_sim;
 
+use common::tone_share;
 use link_sim::{LinkParams, SimLink};
 use sotto::config::Codec;
 use sotto::media::codec::{Decoder, Encoder, Format, MAX_PAYLOAD};
@@ -39,29 +41,15 @@ struct Run {
     target: Duration,
 }
 
-/// Power within ±1.5 % of `hz` against the rest, in dB, summed over 1 s windows
-/// (integer DFT bins by Goertzel; windows keep the cost linear in the length).
+/// Power within ±1.5 % of `hz` (`common::tone_share`) against the rest, in dB, summed
+/// over 1 s windows (which keep the DFT's cost linear in the length).
 fn tone_snr_db(x: &[i16], hz: f64, rate: f64) -> f64 {
     let (mut tone, mut rest) = (0.0f64, 0.0f64);
     for w in x.chunks_exact(rate as usize) {
-        let n = w.len() as f64;
         let energy: f64 = w.iter().map(|&s| (s as f64).powi(2)).sum();
-        let centre = (n * hz / rate).round() as i64;
-        let spread = ((0.015 * hz) / (rate / n)).ceil() as i64;
-        let mut power = 0.0;
-        for k in centre - spread..=centre + spread {
-            let coeff = 2.0 * (2.0 * std::f64::consts::PI * k as f64 / n).cos();
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for &v in w {
-                let s0 = v as f64 + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
-            }
-            power += s1 * s1 + s2 * s2 - coeff * s1 * s2;
-        }
-        let t = (power * 2.0 / n).min(energy);
-        tone += t;
-        rest += energy - t;
+        let share = tone_share(w, hz, rate);
+        tone += share * energy;
+        rest += (1.0 - share) * energy;
     }
     10.0 * (tone / rest.max(1e-9)).log10()
 }

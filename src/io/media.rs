@@ -293,30 +293,37 @@ fn run(
             let _ = events.send(ev);
         }
         let c = conf.counters();
-        if c.foreign_source != published.foreign_source {
-            metrics
-                .rtp_foreign_source
-                .inc_by(c.foreign_source - published.foreign_source);
-        }
-        if c.srtp_rejected != published.srtp_rejected {
-            metrics
-                .srtp_auth_failures
-                .inc_by(c.srtp_rejected - published.srtp_rejected);
-        }
-        if c.frames_concealed != published.frames_concealed {
-            metrics
-                .frames_concealed
-                .inc_by(c.frames_concealed - published.frames_concealed);
-        }
-        if c.frames_skipped != published.frames_skipped {
-            metrics
-                .frames_unheard
-                .inc_by(c.frames_skipped - published.frames_skipped);
-        }
-        if c.codec_errors != published.codec_errors {
-            metrics
-                .codec_errors
-                .inc_by(c.codec_errors - published.codec_errors);
+        // Counters only grow: publish what each grew by since the last turn.
+        for (counter, now, before) in [
+            (
+                &metrics.rtp_foreign_source,
+                c.foreign_source,
+                published.foreign_source,
+            ),
+            (
+                &metrics.srtp_auth_failures,
+                c.srtp_rejected,
+                published.srtp_rejected,
+            ),
+            (
+                &metrics.frames_concealed,
+                c.frames_concealed,
+                published.frames_concealed,
+            ),
+            (
+                &metrics.frames_unheard,
+                c.frames_skipped,
+                published.frames_skipped,
+            ),
+            (
+                &metrics.codec_errors,
+                c.codec_errors,
+                published.codec_errors,
+            ),
+        ] {
+            if now > before {
+                counter.inc_by(now - before);
+            }
         }
         published = c;
         members.store(conf.members(), Ordering::Relaxed);

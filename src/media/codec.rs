@@ -9,11 +9,10 @@
 //! of the room's mix.
 
 use crate::config::Codec;
-use crate::media::g711::{G711Decoder, Law};
+use crate::media::g711::{G711Decoder, Law, RepeatConcealer};
 use crate::media::g722::{G722Decoder, G722Encoder};
 use crate::media::opus::{OpusDecoder, OpusEncoder, OpusError, OpusFmtp};
 use crate::media::playout::{DecodeError, FrameDecoder};
-use zeroize::Zeroize;
 
 /// Samples in 20 ms at the highest rate (48 kHz): the size of every frame buffer.
 pub const MAX_FRAME: usize = 960;
@@ -110,56 +109,11 @@ pub enum CodecError {
     Opus(#[from] OpusError),
 }
 
-/// Repeats the last 10 ms, full level for 10 ms, then 20 % quieter every further
-/// 10 ms, silent after 60 ms: the core of G.711 Appendix I without the pitch search,
-/// used for G.722 (G.711 has its own in [`G711Decoder`]).
-pub struct RepeatConcealer {
-    last: Box<[i16]>,
-    concealed: usize,
-}
-
-impl RepeatConcealer {
-    fn new(history: usize) -> Self {
-        RepeatConcealer {
-            last: vec![0; history.max(1)].into_boxed_slice(),
-            concealed: 0,
-        }
-    }
-
-    fn remember(&mut self, decoded: &[i16]) {
-        let h = self.last.len();
-        if decoded.len() >= h {
-            self.last.copy_from_slice(&decoded[decoded.len() - h..]);
-        } else {
-            self.last.rotate_left(decoded.len());
-            self.last[h - decoded.len()..].copy_from_slice(decoded);
-        }
-        self.concealed = 0;
-    }
-
-    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
-        let h = self.last.len();
-        for i in 0..samples {
-            let step = (self.concealed + i) / h;
-            let gain = (1.0f32 - 0.2 * step as f32).max(0.0);
-            let s = self.last[(self.concealed + i) % h];
-            out.push((f32::from(s) * gain) as i16);
-        }
-        self.concealed = self.concealed.saturating_add(samples);
-    }
-}
-
-impl Drop for RepeatConcealer {
-    fn drop(&mut self) {
-        self.last.zeroize();
-    }
-}
-
 /// A member's decoder; see the module docs.
 pub enum Decoder {
     /// PCMU or PCMA, with its PLC.
     G711(G711Decoder),
-    /// G.722 at 16 kHz, with a repeat-and-fade PLC.
+    /// G.722 at 16 kHz, with the repeat-and-fade PLC G.711 uses.
     G722(Box<(G722Decoder, RepeatConcealer)>),
     /// Opus, with FEC and libopus's PLC.
     Opus(Box<OpusDecoder>),

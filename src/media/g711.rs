@@ -222,15 +222,62 @@ impl Law {
     }
 }
 
+/// Packet loss concealment by repetition, the core of G.711 Appendix I without its
+/// pitch search (cheap, and good enough for the single lost packets that matter):
+/// repeat the last 10 ms, at full level for the first 10 ms of a gap, then 20 %
+/// quieter every further 10 ms, silent after 60 ms. Used for G.711 and G.722.
+pub struct RepeatConcealer {
+    last: Box<[i16]>,
+    concealed: usize,
+}
+
+impl RepeatConcealer {
+    /// A concealer keeping `history` samples (10 ms at the codec's rate).
+    pub fn new(history: usize) -> Self {
+        RepeatConcealer {
+            last: vec![0; history.max(1)].into_boxed_slice(),
+            concealed: 0,
+        }
+    }
+
+    /// Takes decoded audio as the history; a gap after it starts at full level.
+    pub fn remember(&mut self, decoded: &[i16]) {
+        let h = self.last.len();
+        if decoded.len() >= h {
+            self.last.copy_from_slice(&decoded[decoded.len() - h..]);
+        } else {
+            self.last.rotate_left(decoded.len());
+            self.last[h - decoded.len()..].copy_from_slice(decoded);
+        }
+        self.concealed = 0;
+    }
+
+    /// Appends `samples` samples of concealment to `out`.
+    pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
+        let h = self.last.len();
+        for i in 0..samples {
+            let step = (self.concealed + i) / h;
+            // Full level for the first 10 ms, then 20 % less per 10 ms: 0 after 60 ms.
+            let gain = (1.0f32 - 0.2 * step as f32).max(0.0);
+            let s = self.last[(self.concealed + i) % h];
+            out.push((f32::from(s) * gain) as i16);
+        }
+        self.concealed = self.concealed.saturating_add(samples);
+    }
+}
+
+impl Drop for RepeatConcealer {
+    fn drop(&mut self) {
+        // Audio is wiped when freed (architecture §5, invariant 5).
+        zeroize::Zeroize::zeroize(&mut self.last);
+    }
+}
+
 /// G.711 as a [`FrameDecoder`](crate::media::playout::FrameDecoder) for the playout
-/// buffer, with the packet loss concealment of G.711 Appendix I reduced to its core:
-/// repeat the last 10 ms, at full level for the first 10 ms of a gap, then 20 % quieter
-/// every further 10 ms, silent after 60 ms (no pitch search: cheap, and good enough for
-/// the single lost packets that matter).
+/// buffer, with [`RepeatConcealer`] for lost packets.
 pub struct G711Decoder {
     law: Law,
-    last: [i16; PLC_HISTORY],
-    concealed: usize,
+    plc: RepeatConcealer,
 }
 
 /// 10 ms of history at 8 kHz.
@@ -241,8 +288,7 @@ impl G711Decoder {
     pub fn new(law: Law) -> Self {
         G711Decoder {
             law,
-            last: [0; PLC_HISTORY],
-            concealed: 0,
+            plc: RepeatConcealer::new(PLC_HISTORY),
         }
     }
 
@@ -261,34 +307,12 @@ impl crate::media::playout::FrameDecoder for G711Decoder {
         let start = out.len();
         out.resize(start + payload.len(), 0);
         self.law.decode(payload, &mut out[start..]);
-        let decoded = &out[start..];
-        if decoded.len() >= PLC_HISTORY {
-            self.last
-                .copy_from_slice(&decoded[decoded.len() - PLC_HISTORY..]);
-        } else {
-            self.last.rotate_left(decoded.len());
-            self.last[PLC_HISTORY - decoded.len()..].copy_from_slice(decoded);
-        }
-        self.concealed = 0;
+        self.plc.remember(&out[start..]);
         Ok(())
     }
 
     fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
-        for i in 0..samples {
-            let step = (self.concealed + i) / PLC_HISTORY;
-            // Full level for the first 10 ms, then 20 % less per 10 ms: 0 after 60 ms.
-            let gain = 1.0f32 - 0.2 * step as f32;
-            let s = self.last[(self.concealed + i) % PLC_HISTORY];
-            out.push((f32::from(s) * gain.max(0.0)) as i16);
-        }
-        self.concealed = self.concealed.saturating_add(samples);
-    }
-}
-
-impl Drop for G711Decoder {
-    fn drop(&mut self) {
-        // Audio is wiped when freed (architecture §5, invariant 5).
-        zeroize::Zeroize::zeroize(&mut self.last);
+        self.plc.conceal(samples, out);
     }
 }
 

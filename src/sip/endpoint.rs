@@ -642,23 +642,13 @@ impl Endpoint {
             // RFC 5630: a sips URI means TLS on every hop; one that arrived in the clear
             // is refused rather than served over a weaker transport.
             let warning = [("Warning", "399 sotto \"sips: needs TLS\"")];
-            if method == Method::INVITE {
-                let tx = self.new_invite_server(&req, flow);
-                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 416, &warning);
-            } else {
-                self.non_invite_response(now, key, &req, flow, 416, &warning);
-            }
+            self.refuse(now, key, &req, flow, 416, &warning);
             return;
         }
 
         if req.uri.is_none() {
             // RFC 3261 §8.2.2.1: a URI scheme we do not serve.
-            if method == Method::INVITE {
-                let tx = self.new_invite_server(&req, flow);
-                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 416, &[]);
-            } else {
-                self.non_invite_response(now, key, &req, flow, 416, &[]);
-            }
+            self.refuse(now, key, &req, flow, 416, &[]);
             return;
         }
 
@@ -670,12 +660,7 @@ impl Endpoint {
             // RFC 3261 §19.1.1 Table 1: headers (`?Route=...`) are not allowed in a
             // Request-URI; RFC 4475 §3.1.2.11 (escruri) asks for 400.
             self.counters.bad_requests += 1;
-            if method == Method::INVITE {
-                let tx = self.new_invite_server(&req, flow);
-                self.reject_new(now, tx, key, CallToken::random(), &req, flow, 400, &[]);
-            } else {
-                self.non_invite_response(now, key, &req, flow, 400, &[]);
-            }
+            self.refuse(now, key, &req, flow, 400, &[]);
             return;
         }
 
@@ -720,6 +705,25 @@ impl Endpoint {
                 self.non_invite_response(now, key, &req, flow, 405, &[("Allow", ALLOW)]);
             }
             _ => self.non_invite_response(now, key, &req, flow, 501, &[("Allow", ALLOW)]),
+        }
+    }
+
+    /// Refuses a new request with `code`: through an INVITE server transaction for an
+    /// INVITE (so that its ACK is absorbed), else as a non-INVITE response.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: &Request,
+        flow: Flow,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) {
+        if req.method == Method::INVITE {
+            let tx = self.new_invite_server(req, flow);
+            self.reject_new(now, tx, key, CallToken::random(), req, flow, code, extra);
+        } else {
+            self.non_invite_response(now, key, req, flow, code, extra);
         }
     }
 

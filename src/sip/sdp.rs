@@ -588,6 +588,21 @@ a=fmtp:101 0-16\r\n\
 a=ptime:20\r\n\
 a=sendrecv\r\n";
 
+    /// Our plain-RTP answer on 127.0.0.1:30000, sendrecv.
+    fn plain_answer(sdp: &SessionDescription, n: &Negotiated) -> String {
+        Answer {
+            offer: sdp,
+            negotiated: n,
+            address: "127.0.0.1".parse().unwrap(),
+            port: 30000,
+            session_id: 1,
+            version: 1,
+            direction: Direction::SendRecv,
+            crypto: None,
+        }
+        .render()
+    }
+
     #[test]
     fn our_preference_wins_among_the_offered_codecs() {
         let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
@@ -628,17 +643,7 @@ a=rtpmap:102 telephone-event/48000\r\n";
             (n.telephone_event, n.telephone_event_rate),
             (Some(102), 48_000)
         );
-        let a = Answer {
-            offer: &sdp,
-            negotiated: &n,
-            address: "127.0.0.1".parse().unwrap(),
-            port: 30000,
-            session_id: 1,
-            version: 1,
-            direction: Direction::SendRecv,
-            crypto: None,
-        }
-        .render();
+        let a = plain_answer(&sdp, &n);
         let lines: Vec<&str> = a.lines().collect();
         assert!(lines.contains(&"m=audio 30000 RTP/AVP 111 102"), "{a}");
         assert!(lines.contains(&"a=rtpmap:111 opus/48000/2"), "{a}");
@@ -761,17 +766,7 @@ a=rtpmap:102 telephone-event/48000\r\n";
     fn answer_keeps_rejected_streams_in_place() {
         let sdp = SessionDescription::parse(OFFER.as_bytes()).unwrap();
         let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
-        let a = Answer {
-            offer: &sdp,
-            negotiated: &n,
-            address: "127.0.0.1".parse().unwrap(),
-            port: 30000,
-            session_id: 1,
-            version: 1,
-            direction: Direction::SendRecv,
-            crypto: None,
-        }
-        .render();
+        let a = plain_answer(&sdp, &n);
         let lines: Vec<&str> = a.lines().collect();
         assert!(lines.contains(&"m=video 0 RTP/AVP 31"), "{a}");
         assert!(lines.contains(&"m=audio 30000 RTP/AVP 0 101"), "{a}");
@@ -850,17 +845,7 @@ a=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
         let sdp = SessionDescription::parse(offer.as_bytes()).unwrap();
         let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
         assert_eq!(n.audio_level_id, Some(1));
-        let a = Answer {
-            offer: &sdp,
-            negotiated: &n,
-            address: "127.0.0.1".parse().unwrap(),
-            port: 30000,
-            session_id: 1,
-            version: 1,
-            direction: Direction::SendRecv,
-            crypto: None,
-        }
-        .render();
+        let a = plain_answer(&sdp, &n);
         assert!(
             a.lines()
                 .any(|l| l == "a=extmap:1/recvonly urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
