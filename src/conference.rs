@@ -177,6 +177,12 @@ pub enum ConferenceEvent {
         /// The digits.
         attempt: PinAttempt,
     },
+    /// The caller's first media packet arrived (authenticated, for SRTP) on the port
+    /// our answer named: its signalling address is verified (return routability).
+    MediaVerified {
+        /// The call.
+        call: CallToken,
+    },
     /// The call should be ended.
     Hangup {
         /// The call.
@@ -301,6 +307,8 @@ pub struct Member {
     telephone_event: Option<u8>,
     remote: Option<SocketAddr>,
     latched: Option<(SocketAddr, u32)>,
+    /// Whether signalling has been told that media arrived (once per call).
+    media_verified: bool,
     /// SRTP: the keys, and the inbound and outbound contexts made from them.
     srtp: Option<(SrtpKeys, SrtpContext, SrtpContext)>,
     send: bool,
@@ -608,6 +616,7 @@ impl Conference {
             telephone_event: media.telephone_event,
             remote: media.remote,
             latched: None,
+            media_verified: false,
             srtp,
             send: media.send,
             receive: media.receive,
@@ -947,6 +956,11 @@ impl Conference {
                 // Symmetric RTP (RFC 4961): answer where the packets really come from.
                 m.latched = Some((source, header.ssrc));
                 m.remote = Some(source);
+                if !m.media_verified {
+                    m.media_verified = true;
+                    self.events
+                        .push_back(ConferenceEvent::MediaVerified { call: m.token });
+                }
             }
             Some((addr, _)) if addr != source => {
                 self.counters.foreign_source += 1;
@@ -1605,10 +1619,16 @@ mod tests {
             now += TICK;
             conf.handle_tick(now);
         }
+        // The first packet latched the caller: signalling hears of it once.
+        let Some(ConferenceEvent::MediaVerified { call: c }) = conf.poll_event() else {
+            panic!("no media verification");
+        };
+        assert_eq!(c, call);
         let Some(ConferenceEvent::PinEntered { call: c, attempt }) = conf.poll_event() else {
             panic!("no PIN attempt");
         };
         assert_eq!(c, call);
+        assert!(conf.poll_event().is_none(), "media verified once");
         assert_eq!(&attempt.0[..], b"12");
         assert_eq!(conf.counters().digits, 3);
         // Barge-in stopped the prompt: silence now.
@@ -1753,7 +1773,17 @@ mod tests {
             // A forged packet from elsewhere, sent before the real one: with plain RTP it
             // would win the latch; with SRTP it never authenticates.
             conf.handle_rtp(now, sa, addr(99), &mut spoof.audio(8000));
+            if i == 0 {
+                // A forged packet verifies nothing at signalling.
+                assert!(conf.poll_event().is_none());
+            }
             conf.handle_rtp(now, sa, addr(1), &mut good.clone());
+            if i == 0 {
+                assert!(matches!(
+                    conf.poll_event(),
+                    Some(ConferenceEvent::MediaVerified { call }) if call == a
+                ));
+            }
             if i == 10 {
                 // A replay and a tampered copy: both dropped.
                 conf.handle_rtp(now, sa, addr(1), &mut good.clone());

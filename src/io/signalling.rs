@@ -575,6 +575,7 @@ impl Signalling {
                     let _ = tx.send((call, room));
                 });
             }
+            ConferenceEvent::MediaVerified { call } => self.endpoint.handle_media_verified(call),
             ConferenceEvent::Hangup { call, reason } => {
                 match reason {
                     HangupReason::PinFailed => tracing::info!(%call, "no valid PIN; hanging up"),

@@ -38,6 +38,9 @@ pub struct Dialog {
     pub key: DialogKey,
     /// State.
     pub state: DialogState,
+    /// Whether the peer's address has been verified (ACK or media): the endpoint
+    /// counts it among its verified sources while the dialog lives.
+    pub verified: bool,
     /// The To header value of the INVITE (our URI), without our tag.
     local_header: String,
     /// The From header value of the INVITE (their URI and tag).
@@ -112,6 +115,7 @@ impl Dialog {
                 remote_tag,
             },
             state: DialogState::Early,
+            verified: false,
             local_header,
             remote_header,
             remote_target,

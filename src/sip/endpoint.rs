@@ -56,7 +56,8 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// Most server transactions and dialogs held at once; beyond it new requests get 503.
     pub max_transactions: usize,
-    /// Cap what goes to unverified UDP sources at what they sent (see `poll_transmit`).
+    /// Cap what goes to unverified UDP sources at [`AMPLIFICATION_FACTOR`] times what
+    /// they sent (see `poll_transmit`).
     /// On in the bridge; tests of RFC timer schedules turn it off.
     pub amplification_guard: bool,
 }
@@ -126,7 +127,7 @@ pub struct Counters {
     pub scanners: u64,
     /// Requests for domains that are not ours, dropped silently.
     pub foreign_domain: u64,
-    /// Messages not sent because an unverified UDP source had not sent us as many bytes.
+    /// Messages not sent because an unverified UDP source had not sent us enough bytes.
     pub amplification: u64,
 }
 
@@ -163,6 +164,12 @@ const SHRINK_FLOOR: usize = 64;
 
 /// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
 const MAX_BUDGET_BYTES: usize = 64 * 1024;
+
+/// What an unverified UDP source may receive for each byte it sent: three, as QUIC
+/// allows an unvalidated address (RFC 9000 §8.1). A reflection through us then gains an
+/// attacker at most 3×, while a real caller's 2xx (larger than a terse INVITE) and its
+/// retransmissions after a lost ACK fit without waiting for the caller to repeat itself.
+pub const AMPLIFICATION_FACTOR: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TxKey {
@@ -300,10 +307,13 @@ impl Endpoint {
 
     /// Next message to send.
     ///
-    /// No amplification: to a UDP source that has not completed a transaction with us,
-    /// we never send more bytes than it sent (retransmissions included); what does not
-    /// fit is dropped and counted. A real caller retransmits its request, which adds to
-    /// its budget, or ACKs our answer, which verifies it.
+    /// No amplification: to a UDP source whose address is not verified we never send
+    /// more than [`AMPLIFICATION_FACTOR`] times the bytes it sent (retransmissions
+    /// included); what does not fit is dropped and counted. An address is verified by
+    /// return routability: the caller ACKs our 2xx, or its media reaches the port our
+    /// answer named ([`Endpoint::handle_media_verified`]); a spoofed source can do
+    /// neither, since our answer went to the victim. A real caller also retransmits its
+    /// request, which adds to its budget.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(t) = self.transmits.pop_front() {
             if !self.cfg.amplification_guard
@@ -349,6 +359,29 @@ impl Endpoint {
             v.push(hop);
         }
         v
+    }
+
+    /// Marks the peers of an answered UDP dialog as verified, once per dialog.
+    fn verify_dialog(&mut self, call: CallToken) {
+        let Some(d) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        if d.verified || d.state == DialogState::Early {
+            return;
+        }
+        d.verified = true;
+        for ip in Self::dialog_peers(d) {
+            self.verify(ip);
+        }
+    }
+
+    /// The caller's media reached the port our answer named (an RTP packet latched, or
+    /// an SRTP packet authenticated with the keys our answer carried): only whoever
+    /// received our 2xx knows that port, so the address the call came from is verified
+    /// as an ACK would verify it, and our 2xx retransmissions and BYE to it are no longer
+    /// capped. A lost ACK then costs nothing: the 2xx keeps going until one arrives.
+    pub fn handle_media_verified(&mut self, call: CallToken) {
+        self.verify_dialog(call);
     }
 
     fn unverify(&mut self, source: IpAddr) {
@@ -434,7 +467,7 @@ impl Endpoint {
             let expires = now + self.cfg.timers.timeout();
             if let Some(b) = self.budgets.get_mut(&ip) {
                 let kept = if b.expires > now { b.bytes } else { 0 };
-                b.bytes = (kept + data.len()).min(MAX_BUDGET_BYTES);
+                b.bytes = (kept + AMPLIFICATION_FACTOR * data.len()).min(MAX_BUDGET_BYTES);
                 b.expires = expires;
             } else {
                 // Full: the oldest entry makes room, so a flood of spoofed sources
@@ -450,7 +483,7 @@ impl Endpoint {
                 self.budgets.insert(
                     ip,
                     Budget {
-                        bytes: data.len().min(MAX_BUDGET_BYTES),
+                        bytes: (AMPLIFICATION_FACTOR * data.len()).min(MAX_BUDGET_BYTES),
                         expires,
                     },
                 );
@@ -1048,16 +1081,14 @@ impl Endpoint {
         if let Some(d) = self.dialogs.get_mut(&call) {
             if d.state == DialogState::Accepted {
                 d.state = DialogState::Confirmed;
-                newly_confirmed = Some((d.flow.remote.ip(), Self::dialog_peers(d)));
+                newly_confirmed = Some(d.flow.remote.ip());
             }
         }
-        if let Some((source, peers)) = newly_confirmed {
+        if let Some(source) = newly_confirmed {
             self.pending_done(source);
             // The source answered our 2xx: it is who it claims to be (the ACK is our
             // return-routability check), so messages to it are no longer capped.
-            for ip in peers {
-                self.verify(ip);
-            }
+            self.verify_dialog(call);
         }
         if let Some(pos) = self.bye_after_ack.iter().position(|c| *c == call) {
             self.bye_after_ack.swap_remove(pos);
@@ -1148,11 +1179,12 @@ impl Endpoint {
         match self.dialogs.remove(&call) {
             Some(d) => {
                 self.by_key.remove(&d.key);
-                if d.state == DialogState::Confirmed {
+                if d.verified {
                     for ip in Self::dialog_peers(&d) {
                         self.unverify(ip);
                     }
-                } else {
+                }
+                if d.state != DialogState::Confirmed {
                     self.pending_done(d.flow.remote.ip());
                 }
                 true
@@ -1206,8 +1238,9 @@ impl Endpoint {
                 t.via_name().to_ascii_lowercase()
             ),
         };
-        // Lean on purpose: a 2xx to an unverified UDP source may not be larger than the
-        // INVITE it answers (see poll_transmit), so optional headers stay out.
+        // Lean on purpose: a 2xx to an unverified UDP source must fit in the budget the
+        // INVITE bought (see poll_transmit) with room for its retransmissions, so
+        // optional headers stay out.
         let extra = [("Contact", contact.as_str())];
         let mut extra_rr: Vec<(&str, &str)> = extra.to_vec();
         // RFC 3261 §12.1.1: a UAS copies Record-Route into its 2xx.
@@ -1305,7 +1338,7 @@ impl Endpoint {
             self.pending_done(dialog.flow.remote.ip());
         }
         // The source stays verified until our BYE's transaction ends (retransmissions).
-        let verified = if dialog.state == DialogState::Confirmed {
+        let verified = if dialog.verified {
             Self::dialog_peers(&dialog)
         } else {
             Vec::new()
