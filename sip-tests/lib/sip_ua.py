@@ -22,6 +22,11 @@ Modes
          from the bridge that arrive in that window is reported (result.json
          media.max_gap_ms); with --max-gap-ms a longer gap fails the call.
 
+Lost ACKs: --drop-acks N withholds the ACK for the first N copies of the 2xx (as if
+the network lost them; media starts at the first copy, as a phone's does) and ACKs the
+next copy; result.json "t_2xx" lists when each copy arrived (seconds after the
+first).  The call must survive: no BYE from the bridge, and our BYE gets 200.
+
 Common: --transport tls|udp --host 127.0.0.1 --port 5061 --room conference
   --bridge-log FILE (TLS: the peer certificate's SHA-256 must equal the
   "fingerprint=" the bridge logged) --out DIR (messages.log, result.json, wavs)
@@ -334,6 +339,29 @@ class Dialog:
                 next_tx = time.time() + t1
         return None, f"no final response to {method} within {timeout}s"
 
+    def await_2xx_copies(self, first, drop, timeout, out):
+        """Withholds the ACK for `drop` copies of the 2xx `first` (counting it), ACKs the
+        next copy; appends each copy's arrival time to out["t_2xx"]."""
+        t0 = time.time()
+        out["t_2xx"] = [0.0]
+        cseq = first.one("cseq").split()
+        end = t0 + timeout
+        while len(out["t_2xx"]) <= drop and time.time() < end:
+            try:
+                m = self.tp.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if m is None:
+                return "connection closed"
+            if m.is_response and m.status == first.status and m.one("cseq").split() == cseq:
+                out["t_2xx"].append(round(time.time() - t0, 3))
+                log(f"2xx copy {len(out['t_2xx'])} at +{out['t_2xx'][-1]} s")
+        if len(out["t_2xx"]) <= drop:
+            return (f"only {len(out['t_2xx'])} copies of the 2xx in {timeout} s "
+                    f"(needed {drop + 1}: the lost ACKs were not repaired)")
+        self.ack(first)
+        return None
+
     def ack(self, resp):
         tag = re.search(r";\s*tag=([^;>\s]+)", resp.one("to"))
         self.to_tag = tag.group(1) if tag else None
@@ -564,6 +592,8 @@ def main():
     ap.add_argument("--hold", type=float, default=10.0)
     ap.add_argument("--gap-window", default=None, help="START,END unix times")
     ap.add_argument("--max-gap-ms", type=float, default=None)
+    ap.add_argument("--drop-acks", type=int, default=0,
+                    help="withhold the ACK for this many copies of the 2xx")
     a = ap.parse_args()
     if not a.host.startswith("127."):
         sys.exit("sip_ua.py: loopback (127.0.0.0/8) targets only")
@@ -618,6 +648,7 @@ def main():
             s.close()
     log(f"INVITE {dlg.ruri} over {a.transport}: m=audio {proto}, "
         f"crypto {', '.join(suites) or 'none'}")
+    acker = None
     dlg.invite_branch, cseq, data = dlg.request("INVITE", sdp, "application/sdp")
     resp, err = dlg.wait_response(cseq, "INVITE", 15, resend=data if a.transport == "udp" else None)
     if resp is None:
@@ -627,7 +658,15 @@ def main():
         res["status_line"] = resp.first
         res["warning"] = resp.get("warning")
         log(f"INVITE -> {resp.first}; Warning: {res['warning'] or '-'}")
-        dlg.ack(resp)
+        if a.drop_acks and 200 <= resp.status < 300:
+            log(f"withholding the ACK for {a.drop_acks} cop{'y' if a.drop_acks == 1 else 'ies'} of the 2xx")
+            acker = threading.Thread(target=lambda: res.__setitem__(
+                "ack_error", dlg.await_2xx_copies(resp, a.drop_acks, 40, res)), daemon=True)
+            acker.start()
+            if a.mode != "call":
+                acker.join()
+        else:
+            dlg.ack(resp)
         if resp.status != a.expect_status:
             fails.append(f"INVITE answered '{resp.first}'"
                          + (f" (Warning: {'; '.join(res['warning'])})" if res["warning"] else "")
@@ -705,6 +744,8 @@ def main():
             res["received_wav"] = os.path.join(a.out, "received.wav")
             res["sent_wav"] = os.path.join(a.out, "sent.wav")
             log(f"media: {json.dumps(med.stats)}")
+            if med.stats["tx_packets"] and a.drop_acks:
+                res["media_before_ack"] = True
             if med.dtmf_sent != a.dtmf:
                 fails.append(f"sent DTMF '{med.dtmf_sent}' instead of '{a.dtmf}'")
             if med.stats["rx_audio"] < 50:
@@ -713,6 +754,10 @@ def main():
             if chosen and med.stats["rx_auth_fail"] > 0:
                 fails.append(f"{med.stats['rx_auth_fail']} packets from the bridge failed "
                              f"libsrtp2's {chosen[0]} authentication")
+        if acker is not None:
+            acker.join(45)
+            if res.get("ack_error"):
+                fails.append(res["ack_error"])
         if tp.bye_received:
             res["closed_by_peer"] = True
             if a.mode == "call":
