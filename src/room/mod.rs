@@ -1,5 +1,7 @@
-//! Rooms and the way into them: PIN hashes, the PIN-entry IVR and the prompts.
+//! Rooms and the way into them: dial-in numbers, PIN hashes, the PIN-entry IVR and the
+//! prompts.
 
+pub mod dial_in;
 pub mod ivr;
 pub mod pin;
 pub mod prompts;

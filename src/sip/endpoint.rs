@@ -18,6 +18,8 @@ use super::message::{
     build_response, build_version_not_supported, parse, response_destination, HeaderAccess, Limits,
     Message, ParseError, Request, Response,
 };
+use super::reflection::ReflectionGuard;
+pub use super::reflection::AMPLIFICATION_FACTOR;
 use super::transaction::{
     InviteServer, InviteServerEvent, InviteServerState, NonInviteClient, NonInviteClientEvent,
     NonInviteServer, Timers, Transmit,
@@ -140,17 +142,6 @@ pub struct RequestFilters {
     pub domains: Vec<String>,
 }
 
-/// Bytes an unverified UDP source has sent us and we have not yet spent on it.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    bytes: usize,
-    expires: Instant,
-}
-
-/// Most unverified sources whose byte budgets are tracked; beyond it new ones get none
-/// (their requests go unanswered until the table drains), so the table cannot grow.
-const MAX_BUDGETS: usize = 65_536;
-
 /// Unconfirmed calls (no ACK yet) one source address may hold; a phone or a PBX rarely
 /// has more than a few INVITEs answered and not yet acknowledged at the same moment.
 const MAX_PENDING_PER_SOURCE: usize = 16;
@@ -161,15 +152,6 @@ const MAX_PENDING_TOTAL: usize = 256;
 /// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
 /// rehash (see `Endpoint::shrink_tables`).
 const SHRINK_FLOOR: usize = 64;
-
-/// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
-const MAX_BUDGET_BYTES: usize = 64 * 1024;
-
-/// What an unverified UDP source may receive for each byte it sent: three, as QUIC
-/// allows an unvalidated address (RFC 9000 §8.1). A reflection through us then gains an
-/// attacker at most 3×, while a real caller's 2xx (larger than a terse INVITE) and its
-/// retransmissions after a lost ACK fit without waiting for the caller to repeat itself.
-pub const AMPLIFICATION_FACTOR: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TxKey {
@@ -236,14 +218,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     counters: Counters,
     filters: RequestFilters,
-    /// UDP sources that have not completed a transaction: what they sent us.
-    budgets: HashMap<IpAddr, Budget>,
-    /// Budget keys in insertion order, to evict the oldest when the table is full.
-    budget_order: VecDeque<IpAddr>,
-    /// The time of the latest input, for budget expiry in `poll_transmit`.
-    last_now: Option<Instant>,
-    /// UDP sources with a confirmed dialog (they answered our 2xx with an ACK), counted.
-    verified: HashMap<IpAddr, usize>,
+    /// What may go to unverified UDP sources.
+    reflection: ReflectionGuard,
     /// Calls per source address whose dialog is not confirmed yet.
     pending: HashMap<std::net::IpAddr, usize>,
 }
@@ -251,6 +227,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new endpoint.
     pub fn new(cfg: EndpointConfig) -> Self {
+        let reflection = ReflectionGuard::new(cfg.amplification_guard, cfg.timers.timeout());
         Endpoint {
             cfg,
             invites: HashMap::new(),
@@ -265,10 +242,7 @@ impl Endpoint {
             events: VecDeque::new(),
             counters: Counters::default(),
             filters: RequestFilters::default(),
-            budgets: HashMap::new(),
-            budget_order: VecDeque::new(),
-            last_now: None,
-            verified: HashMap::new(),
+            reflection,
             pending: HashMap::new(),
         }
     }
@@ -316,20 +290,10 @@ impl Endpoint {
     /// request, which adds to its budget.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         while let Some(t) = self.transmits.pop_front() {
-            if !self.cfg.amplification_guard
-                || t.connection.is_some()
-                || self.verified.contains_key(&t.dest.ip())
-            {
+            if t.connection.is_some() || self.reflection.allow(t.dest.ip(), t.bytes.len()) {
                 return Some(t);
             }
-            let live = |b: &&mut Budget| self.last_now.is_none_or(|now| b.expires > now);
-            match self.budgets.get_mut(&t.dest.ip()).filter(live) {
-                Some(b) if b.bytes >= t.bytes.len() => {
-                    b.bytes -= t.bytes.len();
-                    return Some(t);
-                }
-                _ => self.counters.amplification += 1,
-            }
+            self.counters.amplification += 1;
         }
         None
     }
@@ -341,10 +305,6 @@ impl Endpoint {
                 self.pending.remove(&ip);
             }
         }
-    }
-
-    fn verify(&mut self, source: IpAddr) {
-        *self.verified.entry(source).or_insert(0) += 1;
     }
 
     /// The addresses a confirmed UDP dialog talks to: where it came from, and where our
@@ -371,7 +331,7 @@ impl Endpoint {
         }
         d.verified = true;
         for ip in Self::dialog_peers(d) {
-            self.verify(ip);
+            self.reflection.verify(ip);
         }
     }
 
@@ -382,15 +342,6 @@ impl Endpoint {
     /// capped. A lost ACK then costs nothing: the 2xx keeps going until one arrives.
     pub fn handle_media_verified(&mut self, call: CallToken) {
         self.verify_dialog(call);
-    }
-
-    fn unverify(&mut self, source: IpAddr) {
-        if let Some(n) = self.verified.get_mut(&source) {
-            *n -= 1;
-            if *n == 0 {
-                self.verified.remove(&source);
-            }
-        }
     }
 
     /// Next event for the application.
@@ -438,13 +389,8 @@ impl Endpoint {
         shrink(&mut self.by_key);
         shrink(&mut self.invite_of);
         shrink(&mut self.merged);
-        shrink(&mut self.budgets);
-        shrink(&mut self.verified);
         shrink(&mut self.pending);
-        let order = &mut self.budget_order;
-        if order.capacity() > SHRINK_FLOOR && order.capacity() > 4 * order.len() {
-            order.shrink_to((2 * order.len()).max(SHRINK_FLOOR));
-        }
+        self.reflection.shrink();
         if self.transmits.capacity() > SHRINK_FLOOR && self.transmits.is_empty() {
             self.transmits.shrink_to(SHRINK_FLOOR);
         }
@@ -458,37 +404,9 @@ impl Endpoint {
     /// Feeds one complete message from any transport (streams frame it first, see
     /// [`super::framing`]).
     pub fn handle_message(&mut self, now: Instant, flow: Flow, data: Bytes) {
-        // Every UDP source's bytes are credited, verified or not: when a dialog ends
-        // (BYE) its source stops being verified before our 200 goes out.
-        self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
         if flow.connection.is_none() {
             // Keyed by address only: a reply may go to another port (no rport).
-            let ip = flow.remote.ip();
-            let expires = now + self.cfg.timers.timeout();
-            if let Some(b) = self.budgets.get_mut(&ip) {
-                let kept = if b.expires > now { b.bytes } else { 0 };
-                b.bytes = (kept + AMPLIFICATION_FACTOR * data.len()).min(MAX_BUDGET_BYTES);
-                b.expires = expires;
-            } else {
-                // Full: the oldest entry makes room, so a flood of spoofed sources
-                // delays but never silences a real caller (its retransmission re-credits).
-                while self.budgets.len() >= MAX_BUDGETS {
-                    match self.budget_order.pop_front() {
-                        Some(old) => {
-                            self.budgets.remove(&old);
-                        }
-                        None => break,
-                    }
-                }
-                self.budgets.insert(
-                    ip,
-                    Budget {
-                        bytes: (AMPLIFICATION_FACTOR * data.len()).min(MAX_BUDGET_BYTES),
-                        expires,
-                    },
-                );
-                self.budget_order.push_back(ip);
-            }
+            self.reflection.credit(now, flow.remote.ip(), data.len());
         }
         // The parser is a third-party crate: a panic inside it must cost one message,
         // not the process (and not the calls that are up).
@@ -1181,7 +1099,7 @@ impl Endpoint {
                 self.by_key.remove(&d.key);
                 if d.verified {
                     for ip in Self::dialog_peers(&d) {
-                        self.unverify(ip);
+                        self.reflection.unverify(ip);
                     }
                 }
                 if d.state != DialogState::Confirmed {
@@ -1405,11 +1323,9 @@ impl Endpoint {
             keep
         });
         for source in released {
-            self.unverify(source);
+            self.reflection.unverify(source);
         }
-        self.budgets.retain(|_, b| b.expires > now);
-        let budgets = &self.budgets;
-        self.budget_order.retain(|ip| budgets.contains_key(ip));
+        self.reflection.expire(now);
         self.shrink_tables();
         for call in no_ack {
             let wanted_bye = self.bye_after_ack.contains(&call);

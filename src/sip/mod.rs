@@ -4,9 +4,11 @@
 //! datagrams, events and its next deadline.
 
 pub mod dialog;
+pub mod digest;
 pub mod endpoint;
 pub mod framing;
 pub mod message;
+pub mod reflection;
 pub mod sdp;
 pub mod transaction;
 pub mod transport;

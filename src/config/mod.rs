@@ -6,11 +6,15 @@
 //! them does not break existing files. Unknown keys are errors: a typo must not
 //! silently fall back to a default.
 
+pub mod trunk;
+
+use crate::room::dial_in::DialIn;
 use crate::room::pin::PinHash;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+pub use trunk::{Cidr, DigestCredentials, DtmfMode, TrunkConfig, TrunkId, Trunks};
 
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Conference rooms.
     pub rooms: Vec<RoomConfig>,
+    /// Dial-in targets of the rooms (Request-URI user → room index).
+    pub dial_in: DialIn,
+    /// PBXs, gateways and proxies, matched by source address.
+    pub trunks: Trunks,
 }
 
 /// The TLS certificate for SIP over TLS.
@@ -166,6 +174,19 @@ pub struct SipConfig {
     pub max_message_size: usize,
     /// Most header lines accepted in one message (checked before typed parsing).
     pub max_headers: usize,
+    /// What a call to a target that is no room's `dial_in` gets.
+    pub unknown_target: UnknownTarget,
+}
+
+/// What happens to a call whose Request-URI user is no room's dial-in target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTarget {
+    /// The PIN prompt: the PIN says which room (the default).
+    #[default]
+    Pin,
+    /// 404 Not Found.
+    Reject,
 }
 
 /// Media settings.
@@ -289,6 +310,12 @@ pub struct RoomConfig {
     pub id: String,
     /// argon2id hash of the room PIN.
     pub pin: PinHash,
+    /// Request-URI users that lead straight to this room (see `room::dial_in`).
+    pub dial_in: Vec<String>,
+    /// Whether a call to a `dial_in` target must still type the room's PIN. When false,
+    /// a call from a trunk or over TLS joins at once (the PBX authenticated its users);
+    /// any other caller is asked for the PIN all the same.
+    pub pin_required: bool,
 }
 
 // ---- raw file schema -------------------------------------------------------------
@@ -318,6 +345,8 @@ struct RawConfig {
     limits: LimitsConfig,
     #[serde(default, rename = "room")]
     rooms: Vec<RawRoom>,
+    #[serde(default, rename = "trunk")]
+    trunks: Vec<RawTrunk>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +368,8 @@ struct RawSip {
     max_message_size: usize,
     #[serde(default = "default_max_headers")]
     max_headers: usize,
+    #[serde(default)]
+    unknown_target: UnknownTarget,
 }
 
 impl Default for RawSip {
@@ -352,6 +383,7 @@ impl Default for RawSip {
             message_timeout_secs: default_message_timeout(),
             max_message_size: default_max_message(),
             max_headers: default_max_headers(),
+            unknown_target: UnknownTarget::Pin,
         }
     }
 }
@@ -599,6 +631,59 @@ struct RawPrivacy {
 struct RawRoom {
     id: Spanned<String>,
     pin: Spanned<String>,
+    #[serde(default)]
+    dial_in: Vec<Spanned<String>>,
+    #[serde(default = "default_true")]
+    pin_required: Spanned<bool>,
+}
+
+fn default_true() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    name: Spanned<String>,
+    networks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    digest: Option<Spanned<RawDigest>>,
+    #[serde(default)]
+    encryption: Option<Encryption>,
+    #[serde(default)]
+    allow_sdes_without_tls: Option<bool>,
+    #[serde(default)]
+    dtmf: DtmfMode,
+    #[serde(default = "default_trunk_rate")]
+    messages_per_second: Spanned<u32>,
+    #[serde(default = "default_trunk_calls")]
+    max_calls: Spanned<usize>,
+    #[serde(default = "default_trunk_setup")]
+    max_calls_in_setup: Spanned<usize>,
+}
+
+fn default_trunk_rate() -> Spanned<u32> {
+    Spanned::new(0..0, trunk::DEFAULT_TRUNK_MESSAGES_PER_SECOND)
+}
+fn default_trunk_calls() -> Spanned<usize> {
+    Spanned::new(0..0, trunk::DEFAULT_TRUNK_MAX_CALLS)
+}
+fn default_trunk_setup() -> Spanned<usize> {
+    Spanned::new(0..0, trunk::DEFAULT_TRUNK_MAX_CALLS_IN_SETUP)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    user: String,
+    realm: String,
+    #[serde(default)]
+    ha1_sha256: Option<String>,
+    #[serde(default)]
+    ha1_md5: Option<String>,
+    /// Accepted only to refuse it with a clear message: passwords are never stored.
+    #[serde(default)]
+    password: Option<String>,
 }
 
 // ---- loading and validation ---------------------------------------------------------
@@ -808,7 +893,52 @@ impl Config {
                     "two rooms have the same PIN hash; every room needs its own PIN",
                 ));
             }
-            rooms.push(RoomConfig { id, pin });
+            rooms.push(RoomConfig {
+                id,
+                pin,
+                dial_in: r.dial_in.iter().map(|a| a.get_ref().clone()).collect(),
+                pin_required: *r.pin_required.get_ref(),
+            });
+        }
+        let mut dial_in = DialIn::new();
+        for (i, r) in raw.rooms.iter().enumerate() {
+            for (j, alias) in r.dial_in.iter().enumerate() {
+                let key = format!("room[{i}].dial_in[{j}]");
+                match dial_in.add(alias.get_ref(), i) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(v.invalid(alias.span(), &key, "must not be empty")),
+                    Err(e) => {
+                        return Err(v.invalid(
+                            alias.span(),
+                            &key,
+                            &format!(
+                                "already leads to room `{}`; a dial-in target names one room \
+                                 (numbers compare by their digits: + and 00 and separators \
+                                 do not count)",
+                                rooms[e.first].id
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        let trunks = trunk_configs(&raw.trunks, &v)?;
+        for (i, r) in raw.rooms.iter().enumerate() {
+            if !*r.pin_required.get_ref() && trunks.is_empty() && tls.is_empty() {
+                return Err(v.invalid(
+                    r.pin_required.span(),
+                    &format!("room[{i}].pin_required"),
+                    "false needs a [[trunk]] or a sip.tls listener to admit callers without \
+                     a PIN (anyone reaching plain UDP/TCP would otherwise walk in)",
+                ));
+            }
+            if !*r.pin_required.get_ref() && r.dial_in.is_empty() {
+                return Err(v.invalid(
+                    r.pin_required.span(),
+                    &format!("room[{i}].pin_required"),
+                    "false only applies to calls to the room's dial_in targets; list some",
+                ));
+            }
         }
 
         let metrics_listen = match raw.metrics.listen.get_ref().trim() {
@@ -839,6 +969,7 @@ impl Config {
                 message_timeout_secs: raw.sip.message_timeout_secs.clamp(1, 3600),
                 max_message_size: raw.sip.max_message_size.clamp(1024, 65_535),
                 max_headers: raw.sip.max_headers.clamp(16, 1000),
+                unknown_target: raw.sip.unknown_target,
             },
             media: MediaConfig {
                 rtp_address,
@@ -905,8 +1036,169 @@ impl Config {
                 ..raw.limits.clone()
             },
             rooms,
+            dial_in,
+            trunks,
         })
     }
+}
+
+/// Validates the `[[trunk]]` entries.
+fn trunk_configs(raw: &[RawTrunk], v: &Validator<'_>) -> Result<Trunks, ConfigError> {
+    let mut trunks: Vec<TrunkConfig> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let name = t.name.get_ref().trim().to_string();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(v.invalid(
+                t.name.span(),
+                &format!("trunk[{i}].name"),
+                "1 to 64 characters of letters, digits, '-', '_' and '.' (it may label counters)",
+            ));
+        }
+        if trunks.iter().any(|o| o.name == name) {
+            return Err(v.invalid(
+                t.name.span(),
+                &format!("trunk[{i}].name"),
+                "another trunk has this name",
+            ));
+        }
+        if t.networks.get_ref().is_empty() {
+            return Err(v.invalid(
+                t.networks.span(),
+                &format!("trunk[{i}].networks"),
+                "list at least one source network, e.g. \"10.0.0.0/8\"",
+            ));
+        }
+        let mut networks = Vec::new();
+        for (j, n) in t.networks.get_ref().iter().enumerate() {
+            let key = format!("trunk[{i}].networks[{j}]");
+            let cidr: Cidr = n.get_ref().parse().map_err(|e| {
+                v.invalid(
+                    n.span(),
+                    &key,
+                    &format!("{e}: expected a network like \"10.0.0.0/8\" or \"2001:db8::/32\""),
+                )
+            })?;
+            for (k, other) in trunks.iter().enumerate() {
+                if let Some(o) = other.networks.iter().find(|o| o.overlaps(&cidr)) {
+                    return Err(v.invalid(
+                        n.span(),
+                        &key,
+                        &format!(
+                            "{cidr} overlaps {o} of trunk `{}` (trunk[{k}]); a source must \
+                             belong to one trunk",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+            networks.push(cidr);
+        }
+        let digest = match &t.digest {
+            None => None,
+            Some(d) => Some(digest_credentials(d, i, v)?),
+        };
+        let rate = *t.messages_per_second.get_ref();
+        if !(1..=1_000_000).contains(&rate) {
+            return Err(v.invalid(
+                t.messages_per_second.span(),
+                &format!("trunk[{i}].messages_per_second"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        let max_calls = *t.max_calls.get_ref();
+        if !(1..=1_000_000).contains(&max_calls) {
+            return Err(v.invalid(
+                t.max_calls.span(),
+                &format!("trunk[{i}].max_calls"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        let in_setup = *t.max_calls_in_setup.get_ref();
+        if !(1..=max_calls.min(100_000)).contains(&in_setup) {
+            return Err(v.invalid(
+                t.max_calls_in_setup.span(),
+                &format!("trunk[{i}].max_calls_in_setup"),
+                "must be between 1 and max_calls (at most 100000)",
+            ));
+        }
+        trunks.push(TrunkConfig {
+            name,
+            networks,
+            digest,
+            encryption: t.encryption,
+            allow_sdes_without_tls: t.allow_sdes_without_tls,
+            dtmf: t.dtmf,
+            messages_per_second: rate,
+            max_calls,
+            max_calls_in_setup: in_setup,
+        });
+    }
+    Ok(Trunks::new(trunks))
+}
+
+fn digest_credentials(
+    d: &Spanned<RawDigest>,
+    i: usize,
+    v: &Validator<'_>,
+) -> Result<DigestCredentials, ConfigError> {
+    let key = format!("trunk[{i}].digest");
+    let raw = d.get_ref();
+    if raw.password.is_some() {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "a plaintext password is never stored: put ha1_sha256 and ha1_md5 instead, as \
+             printed by `sotto hash-digest --user USER --realm REALM` (password on stdin)",
+        ));
+    }
+    let user = raw.user.trim().to_string();
+    let realm = raw.realm.trim().to_string();
+    let quotable = |s: &str| !s.is_empty() && !s.contains(['"', '\\', '\r', '\n']);
+    if !quotable(&user) || !quotable(&realm) {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "user and realm must be non-empty and free of quotes, backslashes and line breaks",
+        ));
+    }
+    let ha1_sha256 = match &raw.ha1_sha256 {
+        None => None,
+        Some(h) => Some(trunk::parse_hex::<32>(h).ok_or_else(|| {
+            v.invalid(
+                d.span(),
+                &format!("{key}.ha1_sha256"),
+                "expected 64 hex digits",
+            )
+        })?),
+    };
+    let ha1_md5 = match &raw.ha1_md5 {
+        None => None,
+        Some(h) => Some(trunk::parse_hex::<16>(h).ok_or_else(|| {
+            v.invalid(
+                d.span(),
+                &format!("{key}.ha1_md5"),
+                "expected 32 hex digits",
+            )
+        })?),
+    };
+    if ha1_sha256.is_none() && ha1_md5.is_none() {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "give ha1_sha256 and/or ha1_md5 (from `sotto hash-digest`)",
+        ));
+    }
+    Ok(DigestCredentials {
+        user,
+        realm,
+        ha1_sha256,
+        ha1_md5,
+    })
 }
 
 struct Validator<'a> {
@@ -1010,6 +1302,135 @@ mod tests {
             format!("[[room]]\nid = \"a\"\npin = \"{h}\"\n[[room]]\nid = \"a\"\npin = \"{h}\"\n");
         let e = parse(&text).unwrap_err();
         assert!(e.to_string().contains("room[1].id"), "{e}");
+    }
+
+    fn room(id: &str, pin: &str, extra: &str) -> String {
+        let h = cheap_hash_for_tests(pin, b"saltsalt");
+        format!("[[room]]\nid = \"{id}\"\npin = \"{h}\"\n{extra}\n")
+    }
+
+    const SHA: &str =
+        "ha1_sha256 = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"";
+
+    #[test]
+    fn trunks_parse_with_their_defaults_and_overrides() {
+        let text = format!(
+            "[[trunk]]\nname = \"office-pbx\"\nnetworks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             digest = {{ user = \"pbx\", realm = \"sotto\", {SHA} }}\n\
+             encryption = \"preferred\"\nallow_sdes_without_tls = true\ndtmf = \"inband\"\n\
+             [[trunk]]\nname = \"carrier\"\nnetworks = [\"192.0.2.0/24\"]\nmax_calls = 50\n\
+             max_calls_in_setup = 10\nmessages_per_second = 300\n"
+        );
+        let c = parse(&text).unwrap();
+        let pbx = c.trunks.get(0).unwrap();
+        assert_eq!(pbx.name, "office-pbx");
+        assert_eq!(pbx.networks.len(), 2);
+        assert_eq!(pbx.encryption, Some(Encryption::Preferred));
+        assert_eq!(pbx.allow_sdes_without_tls, Some(true));
+        assert_eq!(pbx.dtmf, DtmfMode::Inband);
+        let d = pbx.digest.as_ref().unwrap();
+        assert_eq!((d.user.as_str(), d.realm.as_str()), ("pbx", "sotto"));
+        assert_eq!(d.ha1_sha256.unwrap()[1], 0x11);
+        assert!(d.ha1_md5.is_none());
+        assert!(!format!("{d:?}").contains("0011"), "HA1 is never printed");
+        assert_eq!(
+            pbx.messages_per_second,
+            trunk::DEFAULT_TRUNK_MESSAGES_PER_SECOND
+        );
+        let carrier = c.trunks.get(1).unwrap();
+        assert_eq!((carrier.max_calls, carrier.max_calls_in_setup), (50, 10));
+        assert_eq!(carrier.dtmf, DtmfMode::Auto);
+        assert_eq!(carrier.encryption, None);
+        assert_eq!(c.trunks.match_source("192.0.2.1".parse().unwrap()), Some(1));
+    }
+
+    #[test]
+    fn bad_trunks_are_refused_with_key_and_line() {
+        let cases = [
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n[[trunk]]\nname = \"b\"\n\
+                 networks = [\"10.1.0.0/16\"]\n",
+                "t.toml:6: `trunk[1].networks[0]`: 10.1.0.0/16 overlaps 10.0.0.0/8 of trunk `a`",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = [\"10.0.0.1/8\"]\n",
+                "t.toml:3: `trunk[0].networks[0]`: host bits set below the prefix; did you mean 10.0.0.0/8?",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n\
+                 digest = { user = \"u\", realm = \"r\", password = \"secret\" }\n",
+                "t.toml:4: `trunk[0].digest`: a plaintext password is never stored",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\n\
+                 digest = { user = \"u\", realm = \"r\", ha1_md5 = \"abc\" }\n",
+                "t.toml:4: `trunk[0].digest.ha1_md5`: expected 32 hex digits",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = []\n",
+                "t.toml:3: `trunk[0].networks`: list at least one",
+            ),
+            (
+                "[[trunk]]\nname = \"my pbx\"\nnetworks = [\"10.0.0.0/8\"]\n",
+                "t.toml:2: `trunk[0].name`: 1 to 64 characters",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nnetworks = [\"10.0.0.0/8\"]\nmax_calls = 5\n\
+                 max_calls_in_setup = 6\n",
+                "t.toml:5: `trunk[0].max_calls_in_setup`: must be between 1 and max_calls",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e}\n  wanted: {want}");
+        }
+    }
+
+    #[test]
+    fn dial_in_targets_are_unique_and_pin_free_rooms_need_a_trunk_or_tls() {
+        let dup = room("a", "12345678", "dial_in = [\"+4930123456\"]")
+            + &room("b", "87654321", "dial_in = [\"board\", \"0049 30 123456\"]");
+        let e = parse(&dup).unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml:8: `room[1].dial_in[1]`: already leads to room `a`"),
+            "{e}"
+        );
+        let c = parse(&(room("a", "12345678", "dial_in = [\"+4930123456\", \"board\"]"))).unwrap();
+        assert_eq!(c.dial_in.lookup("004930123456"), Some(0));
+        assert_eq!(c.dial_in.lookup("BOARD"), Some(0));
+        assert!(c.rooms[0].pin_required);
+
+        let open = room(
+            "a",
+            "12345678",
+            "dial_in = [\"board\"]\npin_required = false",
+        );
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.toml:5: `room[0].pin_required`: false needs a [[trunk]]"),
+            "{e}"
+        );
+        let with_tls = format!("[sip]\ntls = [\"127.0.0.1:5061\"]\n{open}");
+        assert!(!parse(&with_tls).unwrap().rooms[0].pin_required);
+        let with_trunk = format!("{open}[[trunk]]\nname = \"pbx\"\nnetworks = [\"10.0.0.0/8\"]\n");
+        assert!(parse(&with_trunk).is_ok());
+        let no_alias = format!(
+            "[sip]\ntls = [\"127.0.0.1:5061\"]\n{}",
+            room("a", "12345678", "pin_required = false")
+        );
+        let e = parse(&no_alias).unwrap_err().to_string();
+        assert!(
+            e.contains("only applies to calls to the room's dial_in"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_target_is_pin_or_reject() {
+        assert_eq!(parse("").unwrap().sip.unknown_target, UnknownTarget::Pin);
+        let c = parse("[sip]\nunknown_target = \"reject\"\n").unwrap();
+        assert_eq!(c.sip.unknown_target, UnknownTarget::Reject);
+        assert!(parse("[sip]\nunknown_target = \"drop\"\n").is_err());
     }
 
     #[test]
