@@ -168,8 +168,22 @@ impl Guard {
 
     /// One SIP message arrived from `key`: false means drop it (rate limit).
     pub fn allow_message(&mut self, now: Instant, key: SourceKey) -> bool {
-        let rate = f64::from(self.settings.source_messages_per_second);
-        let burst = f64::from(self.settings.source_message_burst);
+        let rate = self.settings.source_messages_per_second;
+        let burst = self.settings.source_message_burst;
+        self.allow_message_at(now, key, rate, burst)
+    }
+
+    /// As [`Guard::allow_message`], at a rate of its own: a trunk carries many callers
+    /// from one address and gets `rate` messages a second with a `burst`.
+    pub fn allow_message_at(
+        &mut self,
+        now: Instant,
+        key: SourceKey,
+        rate: u32,
+        burst: u32,
+    ) -> bool {
+        let rate = f64::from(rate);
+        let burst = f64::from(burst);
         let Some(s) = self.state(now, key) else {
             return false;
         };

@@ -1,4 +1,5 @@
-//! The `sotto` binary: run the bridge, check a config file, hash a PIN.
+//! The `sotto` binary: run the bridge, check a config file, hash a PIN or a trunk's
+//! digest password.
 
 use anyhow::{bail, Context, Result};
 use sotto::config::Config;
@@ -15,6 +16,9 @@ usage:
   sotto [run] [--config FILE]     run the bridge (default config: config/sotto.toml)
   sotto check-config FILE         validate a config file and exit
   sotto hash-pin [--salt B64]     read a PIN on stdin, print its argon2id hash
+  sotto hash-digest --user USER --realm REALM
+                                  read a trunk's password on stdin, print the
+                                  ha1_sha256 and ha1_md5 lines for its [[trunk]] digest
 ";
 
 const DEFAULT_CONFIG: &str = "config/sotto.toml";
@@ -65,8 +69,9 @@ fn real_main() -> Result<()> {
                 }
             }
             println!(
-                "{path}: ok ({} room(s), SIP on {}, RTP {}-{})",
+                "{path}: ok ({} room(s), {} trunk(s), SIP on {}, RTP {}-{})",
                 config.rooms.len(),
+                config.trunks.iter().count(),
                 listeners.join(", "),
                 config.media.rtp_port_min,
                 config.media.rtp_port_max
@@ -86,6 +91,37 @@ fn real_main() -> Result<()> {
                 .context("reading the PIN from stdin")?;
             let hash = hash_pin(input.trim(), salt)?;
             println!("{hash}");
+            Ok(())
+        }
+        "hash-digest" => {
+            let (mut user, mut realm) = (None, None);
+            let mut it = rest.iter();
+            while let Some(flag) = it.next() {
+                match (flag.as_str(), it.next()) {
+                    ("--user", Some(u)) => user = Some(u.clone()),
+                    ("--realm", Some(r)) => realm = Some(r.clone()),
+                    _ => bail!("{USAGE}"),
+                }
+            }
+            let (Some(user), Some(realm)) = (user, realm) else {
+                bail!("{USAGE}")
+            };
+            let mut input = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .take(1024)
+                .read_to_string(&mut input)
+                .context("reading the password from stdin")?;
+            // One trailing line break is the shell's, not the password's.
+            let password = input.strip_suffix('\n').unwrap_or(&input);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            if password.is_empty() {
+                bail!("no password on stdin");
+            }
+            let (sha256, md5) = sotto::sip::digest::ha1_lines(&user, &realm, password);
+            // The two lines of the trunk's digest table (`[trunk.digest]`, or inside
+            // `digest = { user = ..., realm = ..., ... }`).
+            println!("ha1_sha256 = \"{sha256}\"");
+            println!("ha1_md5 = \"{md5}\"");
             Ok(())
         }
         "help" | "--help" | "-h" => {

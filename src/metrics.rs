@@ -24,6 +24,10 @@ pub enum RejectReason {
     NoPort,
     /// The policy requires SRTP (or SDES over TLS) and the offer had none (488).
     NotEncrypted,
+    /// The Request-URI leads to no room and `sip.unknown_target = "reject"` (404).
+    UnknownTarget,
+    /// The trunk holds its `max_calls` already (503).
+    TrunkFull,
 }
 
 /// `calls_rejected_total` label set.
@@ -97,6 +101,8 @@ label_values! {
         BadSdp => "bad_sdp",
         NoPort => "no_port",
         NotEncrypted => "not_encrypted",
+        UnknownTarget => "unknown_target",
+        TrunkFull => "trunk_full",
     }
     SecurityMode { Plain => "plain", Sdes => "sdes", Zrtp => "zrtp" }
     DropReason {
@@ -122,6 +128,8 @@ pub struct Metrics {
     pub active_rooms: Gauge,
     /// Wrong PIN attempts.
     pub pin_failures: Counter,
+    /// INVITEs from trunks refused for wrong digest credentials.
+    pub auth_failures: Counter,
     /// Sources locked out for guessing (set by the guessing limits).
     pub lockouts: Counter,
     /// PIN attempts refused unchecked because their source was throttled.
@@ -168,6 +176,7 @@ impl Metrics {
             active_calls: Gauge::default(),
             active_rooms: Gauge::default(),
             pin_failures: Counter::default(),
+            auth_failures: Counter::default(),
             lockouts: Counter::default(),
             pin_refused: Counter::default(),
             media_security: Family::default(),
@@ -199,6 +208,11 @@ impl Metrics {
             m.active_rooms.clone(),
         );
         registry.register("pin_failures", "Wrong PIN attempts", m.pin_failures.clone());
+        registry.register(
+            "auth_failures",
+            "INVITEs from trunks refused for wrong digest credentials",
+            m.auth_failures.clone(),
+        );
         registry.register(
             "lockouts",
             "Sources locked out for PIN guessing",
@@ -341,6 +355,7 @@ mod tests {
             "sotto_active_calls 0",
             "sotto_active_rooms 0",
             "sotto_pin_failures_total 0",
+            "sotto_auth_failures_total 0",
             "sotto_lockouts_total 0",
             "sotto_pin_refused_total 0",
             "sotto_media_security_total{mode=\"plain\"} 1",

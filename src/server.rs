@@ -289,6 +289,7 @@ pub async fn start_with(
         },
         max_transactions: 20_000,
         amplification_guard: true,
+        trunks: config.trunks.clone(),
         local_tcp: tcp_addr.map(public),
         local_tls: tls_addr.map(public),
     });

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use ezk_sip_types::Name;
+use sotto::config::{Cidr, DigestCredentials, DtmfMode, TrunkConfig, Trunks};
 use sotto::redact::CallToken;
 use sotto::sip::endpoint::{EndReason, Endpoint, EndpointConfig, Event, RequestFilters};
 use sotto::sip::message::{parse, HeaderAccess, Limits, Message, Request, Response};
@@ -83,12 +84,17 @@ impl Bench {
     /// drop retransmissions to a caller that has not sent as many bytes); the guard has
     /// its own tests (section 14).
     fn with_config(max_transactions: usize, amplification_guard: bool) -> Self {
+        Self::with_trunks(max_transactions, amplification_guard, Trunks::default())
+    }
+
+    fn with_trunks(max_transactions: usize, amplification_guard: bool, trunks: Trunks) -> Self {
         let ep = Endpoint::new(EndpointConfig {
             local: addr(LOCAL),
             timers: Timers::default(),
             limits: Limits::default(),
             max_transactions,
             amplification_guard,
+            trunks,
             local_tcp: None,
             local_tls: None,
         });
@@ -2701,4 +2707,190 @@ fn a_request_with_more_than_70_via_values_is_dropped() {
     assert_eq!(b.ep.counters().malformed, 2);
     assert!(b.events().is_empty());
     assert_eq!(b.ep.dialogs(), 0);
+}
+
+// ---- 15. trunks: digest authentication and their own setup limit -------------------------
+
+/// A trunk at the caller's address (`192.0.2.10`), with digest credentials for user
+/// `pbx`, realm `sotto`, password `s3cret` when `digest` is set.
+fn trunks(digest: bool, max_calls_in_setup: usize) -> Trunks {
+    let (sha, md5) = sotto::sip::digest::ha1_lines("pbx", "sotto", "s3cret");
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    Trunks::new(vec![TrunkConfig {
+        name: "office-pbx".into(),
+        networks: vec!["192.0.2.0/24".parse::<Cidr>().unwrap()],
+        digest: digest.then(|| DigestCredentials {
+            user: "pbx".into(),
+            realm: "sotto".into(),
+            ha1_sha256: hex(&sha).try_into().ok(),
+            ha1_md5: hex(&md5).try_into().ok(),
+        }),
+        encryption: None,
+        allow_sdes_without_tls: None,
+        dtmf: DtmfMode::Auto,
+        messages_per_second: 2000,
+        max_calls: 5000,
+        max_calls_in_setup,
+    }])
+}
+
+/// The Authorization a PBX computes for `challenge` (its nonce and algorithm).
+fn authorization(challenge: &str, invite: &Req, nc: u32, password: &str) -> String {
+    let param = |name: &str| {
+        challenge
+            .split(&format!("{name}="))
+            .nth(1)
+            .map(|r| r.trim_start_matches('"'))
+            .and_then(|r| r.split(['"', ',']).next())
+            .unwrap()
+            .to_string()
+    };
+    let (nonce, alg) = (param("nonce"), param("algorithm"));
+    let h = |s: String| -> String {
+        use sha2::Digest;
+        if alg == "SHA-256" {
+            sha2::Sha256::digest(s.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        } else {
+            md5::Md5::digest(s.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }
+    };
+    let ha1 = h(format!("pbx:sotto:{password}"));
+    let ha2 = h(format!("INVITE:{}", invite.uri));
+    let resp = h(format!("{ha1}:{nonce}:{nc:08x}:0a4f113b:auth:{ha2}"));
+    format!(
+        "Authorization: Digest username=\"pbx\", realm=\"sotto\", nonce=\"{nonce}\", \
+         uri=\"{}\", response=\"{resp}\", algorithm={alg}, qop=auth, nc={nc:08x}, \
+         cnonce=\"0a4f113b\"",
+        invite.uri
+    )
+}
+
+#[test]
+fn trunk_digest_challenges_sha256_first_then_admits_the_right_answer() {
+    for pick in [0usize, 1] {
+        let mut b = Bench::with_trunks(100, false, trunks(true, 400));
+        let invite = Req::invite("z9hG4bKauth1", "auth@x");
+        let out = b.deliver(0, invite.build());
+        assert_eq!(codes(&out), [401]);
+        let challenges = all_raw(&response(&out[0]), Name::WWW_AUTHENTICATE);
+        assert_eq!(challenges.len(), 2, "{challenges:?}");
+        assert!(
+            challenges[0].contains("algorithm=SHA-256"),
+            "SHA-256 offered first"
+        );
+        assert!(challenges[1].contains("algorithm=MD5"));
+        assert!(challenges.iter().all(|c| c.contains("qop=\"auth\"")));
+        assert!(
+            b.events().is_empty(),
+            "no call, and no failure for a first try"
+        );
+        assert_eq!(b.ep.counters().auth_failures, 0);
+        // The PBX ACKs the 401 and tries again with credentials (CSeq 2).
+        let tag = to_tag(&response(&out[0])).unwrap();
+        assert!(b.deliver(10, ack_error(&invite, &tag).build()).is_empty());
+        let mut again = Req::invite("z9hG4bKauth2", "auth@x");
+        again.cseq = "2 INVITE".into();
+        let again = again
+            .clone()
+            .header(&authorization(&challenges[pick], &again, 1, "s3cret"));
+        assert!(b.deliver(20, again.build()).is_empty());
+        let events = b.events();
+        assert!(
+            matches!(events.as_slice(), [Event::Incoming { trunk: Some(0), .. }]),
+            "{events:?}"
+        );
+    }
+}
+
+#[test]
+fn trunk_digest_refuses_a_wrong_password_and_a_replay_and_counts_them() {
+    let mut b = Bench::with_trunks(100, false, trunks(true, 400));
+    let first = Req::invite("z9hG4bKw1", "w1@x");
+    let out = b.deliver(0, first.build());
+    let challenge = all_raw(&response(&out[0]), Name::WWW_AUTHENTICATE).remove(0);
+    // Wrong password: 401 again, with fresh challenges, and an AuthFailed event.
+    let wrong = Req::invite("z9hG4bKw2", "w2@x");
+    let wrong = wrong
+        .clone()
+        .header(&authorization(&challenge, &wrong, 1, "guess"));
+    let out = b.deliver(10, wrong.build());
+    assert_eq!(codes(&out), [401]);
+    assert_eq!(all_raw(&response(&out[0]), Name::WWW_AUTHENTICATE).len(), 2);
+    assert!(matches!(b.events().as_slice(), [Event::AuthFailed { .. }]));
+    assert_eq!(b.ep.counters().auth_failures, 1);
+    // The right answer for a new call.
+    let good = Req::invite("z9hG4bKw3", "w3@x");
+    let good = good
+        .clone()
+        .header(&authorization(&challenge, &good, 1, "s3cret"));
+    assert!(b.deliver(20, good.build()).is_empty());
+    assert!(matches!(b.events().as_slice(), [Event::Incoming { .. }]));
+    // Replayed on another INVITE (same nonce and nc): refused and counted.
+    let mut replay = good.clone();
+    replay.call_id = "w4@x".into();
+    replay.vias = vec![format!("SIP/2.0/UDP {CALLER_VIA};branch=z9hG4bKw4;rport")];
+    let out = b.deliver(30, replay.build());
+    assert_eq!(codes(&out), [401]);
+    assert!(matches!(b.events().as_slice(), [Event::AuthFailed { .. }]));
+    assert_eq!(b.ep.counters().auth_failures, 2);
+    // The next count of the same nonce is fine (a PBX reuses a nonce for its next calls).
+    let next = Req::invite("z9hG4bKw5", "w5@x");
+    let next = next
+        .clone()
+        .header(&authorization(&challenge, &next, 2, "s3cret"));
+    assert!(b.deliver(40, next.build()).is_empty());
+    assert!(matches!(b.events().as_slice(), [Event::Incoming { .. }]));
+}
+
+#[test]
+fn a_source_outside_every_trunk_is_not_challenged() {
+    let mut b = Bench::with_trunks(100, false, trunks(true, 400));
+    let out = b.deliver_from(
+        0,
+        "198.51.100.7:5060",
+        Req::invite("z9hG4bKout", "out@x").build(),
+    );
+    assert!(out.is_empty());
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Incoming { trunk: None, .. }]
+    ));
+}
+
+#[test]
+fn a_trunk_holds_its_own_number_of_unconfirmed_calls() {
+    // From a stranger's address the 17th unconfirmed call gets 503; from the trunk,
+    // hundreds are fine up to its max_calls_in_setup.
+    for (source, limit) in [("198.51.100.7:5060", 16usize), (CALLER, 300)] {
+        let mut b = Bench::with_trunks(10_000, false, trunks(false, 300));
+        for i in 0..=limit {
+            let out = b.deliver_from(
+                0,
+                source,
+                Req::invite(&format!("z9hG4bKs{i}"), &format!("s{i}@x")).build(),
+            );
+            if i < limit {
+                assert!(
+                    out.is_empty(),
+                    "{source}: call {i} refused: {:?}",
+                    codes(&out)
+                );
+                let (call, _, _) = b.incoming();
+                assert_eq!(codes(&b.accept(0, call, ANSWER)), [200]);
+            } else {
+                assert_eq!(codes(&out), [503], "{source}: call {i} over the limit");
+            }
+        }
+    }
 }

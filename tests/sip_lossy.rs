@@ -213,6 +213,7 @@ impl Run {
             limits: Limits::default(),
             max_transactions: 10_000,
             amplification_guard: true,
+            trunks: Default::default(),
         });
         Run {
             ep,

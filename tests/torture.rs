@@ -738,6 +738,7 @@ fn feed(name: &str, bytes: &[u8], flow: Flow) -> Observed {
         // The UDP anti-amplification cap is a policy of its own (tests/sip_endpoint.rs);
         // here every answer the RFC logic produces must be visible.
         amplification_guard: false,
+        trunks: Default::default(),
     });
     #[allow(clippy::disallowed_methods)] // one real instant starts the virtual clock
     let now = Instant::now();

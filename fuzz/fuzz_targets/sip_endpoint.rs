@@ -124,6 +124,7 @@ impl Bench {
             max_transactions,
             // As the bridge runs it (the check below relies on it).
             amplification_guard: true,
+            trunks: Default::default(),
         });
         // The shipped scanner list's first entries; a domain list on UDP only, so that
         // both the "any domain" and the "our domains" paths run.

@@ -7,7 +7,7 @@
 //! so that argon2 never runs on the mixer threads or this loop.
 
 use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed, SrtpKeys};
-use crate::config::Config;
+use crate::config::{Config, TrunkId, UnknownTarget};
 use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
@@ -23,7 +23,7 @@ use crate::sip::transaction::Transmit;
 use crate::sip::transport::Transport;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,10 @@ struct CallEntry {
     answered: Instant,
     /// The keyed hash of the caller's signalling source (never the address).
     source: SourceKey,
+    /// The trunk the call came through.
+    trunk: Option<TrunkId>,
+    /// The room its dial-in target leads to: its PIN is checked against that room only.
+    target_room: Option<RoomKey>,
 }
 
 /// Members per room as signalling sees them, for the aggregate gauges.
@@ -89,6 +93,17 @@ pub struct Signalling {
     guard_published: GuardCounters,
     rooms: HashMap<RoomKey, RoomCount>,
     published: crate::sip::endpoint::Counters,
+    /// Calls per trunk, for its `max_calls`.
+    trunk_calls: HashMap<TrunkId, usize>,
+}
+
+/// What signalling needs to know of a new call besides its offer.
+struct Incoming {
+    transport: Transport,
+    source: SourceKey,
+    trunk: Option<TrunkId>,
+    /// The room the Request-URI's user leads to, if any.
+    target: Option<RoomKey>,
 }
 
 impl Signalling {
@@ -125,6 +140,7 @@ impl Signalling {
             guard_published: GuardCounters::default(),
             rooms: HashMap::new(),
             published: Default::default(),
+            trunk_calls: HashMap::new(),
         }
     }
 
@@ -166,8 +182,7 @@ impl Signalling {
                 Some(ev) = stream_events.recv() => match ev {
                     StreamEvent::Message { flow, data } => {
                         let now = Instant::now();
-                        let key = self.guard.key(flow.remote.ip());
-                        if self.guard.allow_message(now, key) {
+                        if self.allow_message(now, flow.remote.ip()) {
                             self.endpoint.handle_message(now, flow, data);
                         }
                     }
@@ -211,12 +226,31 @@ impl Signalling {
         }
         let now = Instant::now();
         // Per-source rate limit before any parsing: a flood costs a hash and a counter.
-        let key = self.guard.key(src.ip());
-        if !self.guard.allow_message(now, key) {
+        if !self.allow_message(now, src.ip()) {
             return;
         }
         self.endpoint
             .handle_datagram(now, src, Bytes::copy_from_slice(data));
+    }
+
+    /// The message rate limit of `ip`: its trunk's, or the strict per-source one.
+    fn allow_message(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let key = self.guard.key(ip);
+        let trunk = self
+            .config
+            .trunks
+            .match_source(ip)
+            .and_then(|t| self.config.trunks.get(t));
+        match trunk {
+            // A burst of two seconds' worth: a PBX's retransmissions after a hiccup.
+            Some(t) => self.guard.allow_message_at(
+                now,
+                key,
+                t.messages_per_second,
+                t.messages_per_second.saturating_mul(2),
+            ),
+            None => self.guard.allow_message(now, key),
+        }
     }
 
     /// Sends what the endpoint queued and handles its events (which may queue more).
@@ -283,10 +317,24 @@ impl Signalling {
                 offer,
                 transport,
                 source,
-                ..
+                request_user,
+                trunk,
             } => {
                 let source = self.guard.key(source.expose().ip());
-                self.on_incoming(now, call, &offer, transport, source)
+                let target = self.config.dial_in.lookup(request_user.expose());
+                let incoming = Incoming {
+                    transport,
+                    source,
+                    trunk,
+                    target,
+                };
+                self.on_incoming(now, call, &offer, incoming)
+            }
+            Event::AuthFailed { source } => {
+                // A wrong digest answer costs the source what a wrong PIN costs.
+                let key = self.guard.key(source.expose().ip());
+                self.guard.pin_failed(now, key);
+                self.metrics.auth_failures.inc();
             }
             Event::Reinvite {
                 call,
@@ -312,13 +360,21 @@ impl Signalling {
         &self,
         offer: &[u8],
         transport: Transport,
+        trunk: Option<TrunkId>,
     ) -> Result<(SessionDescription, crate::sip::sdp::Negotiated), SdpError> {
         let sdp = SessionDescription::parse(offer)?;
+        // A trunk may override the media policy for its own calls.
+        let trunk = trunk.and_then(|t| self.config.trunks.get(t));
         let policy = SecurityPolicy {
-            encryption: self.config.media.encryption,
+            encryption: trunk
+                .and_then(|t| t.encryption)
+                .unwrap_or(self.config.media.encryption),
             // SDES keys travel inside SIP: only over TLS, unless the operator says the
             // network is trusted.
-            sdes_allowed: transport == Transport::Tls || self.config.media.allow_sdes_without_tls,
+            sdes_allowed: transport == Transport::Tls
+                || trunk
+                    .and_then(|t| t.allow_sdes_without_tls)
+                    .unwrap_or(self.config.media.allow_sdes_without_tls),
         };
         let n = negotiate(&sdp, &self.config.media.codecs, &policy)?;
         Ok((sdp, n))
@@ -362,15 +418,35 @@ impl Signalling {
         self.metrics.reject(reason);
         self.endpoint.reject(now, call, code, Some(&e.to_string()));
     }
-    fn on_incoming(
-        &mut self,
-        now: Instant,
-        call: CallToken,
-        offer: &[u8],
-        transport: Transport,
-        source: SourceKey,
-    ) {
-        let (sdp, n) = match self.negotiate(offer, transport) {
+    fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8], incoming: Incoming) {
+        let Incoming {
+            transport,
+            source,
+            trunk,
+            target,
+        } = incoming;
+        if target.is_none() && self.config.sip.unknown_target == UnknownTarget::Reject {
+            self.counters.rejected += 1;
+            self.metrics.reject(RejectReason::UnknownTarget);
+            self.endpoint.reject(now, call, 404, None);
+            return;
+        }
+        if let Some(t) = trunk {
+            let max = self
+                .config
+                .trunks
+                .get(t)
+                .map_or(usize::MAX, |c| c.max_calls);
+            if self.trunk_calls.get(&t).copied().unwrap_or(0) >= max {
+                tracing::info!(%call, "call refused: the trunk's max_calls is reached");
+                self.counters.rejected += 1;
+                self.metrics.reject(RejectReason::TrunkFull);
+                self.endpoint
+                    .reject(now, call, 503, Some("trunk at max_calls"));
+                return;
+            }
+        }
+        let (sdp, n) = match self.negotiate(offer, transport, trunk) {
             Ok(x) => x,
             Err(e) => return self.refuse(now, call, &e),
         };
@@ -433,8 +509,13 @@ impl Signalling {
                 verifying: false,
                 answered: now,
                 source,
+                trunk,
+                target_room: target,
             },
         );
+        if let Some(t) = trunk {
+            *self.trunk_calls.entry(t).or_insert(0) += 1;
+        }
         self.counters.calls += 1;
         self.metrics.calls.inc();
         self.metrics.active_calls.inc();
@@ -444,6 +525,15 @@ impl Signalling {
             .inc();
         tracing::info!(%call, codec = ?n.codec, media = ?mode, suite, "call answered");
         self.endpoint.accept(now, call, &answer);
+        // A dial-in room without PIN admits at once, but only a call its PBX vouched for
+        // (from a trunk) or that came over TLS; anyone else types the room's PIN.
+        if let Some(room) = target {
+            let pin_free = self.config.rooms.get(room).is_some_and(|r| !r.pin_required);
+            if pin_free && (trunk.is_some() || transport == Transport::Tls) {
+                tracing::info!(%call, "dial-in without PIN");
+                self.on_pin_result(call, Some(room));
+            }
+        }
     }
 
     fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
@@ -453,13 +543,14 @@ impl Signalling {
         };
         let (port, session_id, version) = (entry.port, entry.session_id, entry.sdp_version + 1);
         let previous = entry.srtp.clone();
+        let trunk = entry.trunk;
         if offer.is_empty() {
             // An offer-less re-INVITE wants our offer; we do not make offers yet.
             self.endpoint
                 .reject(now, call, 488, Some("SDP offer required"));
             return;
         }
-        let (sdp, n) = match self.negotiate(offer, transport) {
+        let (sdp, n) = match self.negotiate(offer, transport, trunk) {
             Ok(x) => x,
             Err(e) => {
                 // RFC 3264 §8: a refused re-offer leaves the session as it was.
@@ -509,6 +600,11 @@ impl Signalling {
 
     fn drop_call(&mut self, call: CallToken) {
         if let Some(entry) = self.calls.remove(&call) {
+            if let Some(t) = entry.trunk {
+                if let Some(n) = self.trunk_calls.get_mut(&t) {
+                    *n = n.saturating_sub(1);
+                }
+            }
             self.shards[entry.shard].send(ShardCommand::Remove { call });
             self.ports.release(entry.port);
             self.metrics.active_calls.dec();
@@ -535,10 +631,10 @@ impl Signalling {
     fn on_shard_event(&mut self, ev: ConferenceEvent) {
         match ev {
             ConferenceEvent::PinEntered { call, attempt } => {
-                let Some((source, shard, verifying)) = self
+                let Some((source, shard, verifying, target)) = self
                     .calls
                     .get(&call)
-                    .map(|e| (e.source, e.shard, e.verifying))
+                    .map(|e| (e.source, e.shard, e.verifying, e.target_room))
                 else {
                     return;
                 };
@@ -569,9 +665,13 @@ impl Signalling {
                         // The global guessing budget is spent: checks are spaced out.
                         tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
                     }
-                    let room = tokio::task::spawn_blocking(move || pins.lookup(&attempt.0))
-                        .await
-                        .unwrap_or(None);
+                    // A dial-in call's PIN opens its room only.
+                    let room = tokio::task::spawn_blocking(move || match target {
+                        Some(r) => pins.verify_room(r, &attempt.0).then_some(r),
+                        None => pins.lookup(&attempt.0),
+                    })
+                    .await
+                    .unwrap_or(None);
                     let _ = tx.send((call, room));
                 });
             }

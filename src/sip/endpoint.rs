@@ -14,6 +14,7 @@
 //! caller sent stays inside; events carry only the call's random token and the SDP.
 
 use super::dialog::{Dialog, DialogKey, DialogState};
+use super::digest::{Authenticator, DigestError};
 use super::message::{
     build_response, build_version_not_supported, parse, response_destination, HeaderAccess, Limits,
     Message, ParseError, Request, Response,
@@ -25,6 +26,7 @@ use super::transaction::{
     NonInviteServer, Timers, Transmit,
 };
 use super::transport::{Flow, Transport};
+use crate::config::{TrunkId, Trunks};
 use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
 use ezk_sip_types::{Headers, Method, Name};
@@ -58,6 +60,9 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// Most server transactions and dialogs held at once; beyond it new requests get 503.
     pub max_transactions: usize,
+    /// PBXs and gateways: their own limit on unconfirmed calls, and digest
+    /// authentication of their INVITEs where configured.
+    pub trunks: Trunks,
     /// Cap what goes to unverified UDP sources at [`AMPLIFICATION_FACTOR`] times what
     /// they sent (see `poll_transmit`).
     /// On in the bridge; tests of RFC timer schedules turn it off.
@@ -90,6 +95,14 @@ pub enum Event {
         source: Redacted<SocketAddr>,
         /// User part of the Request-URI (for alias lookup; never logged).
         request_user: Redacted<String>,
+        /// The trunk the INVITE came from (authenticated, if the trunk asks for it).
+        trunk: Option<TrunkId>,
+    },
+    /// An INVITE from a trunk carried wrong digest credentials (answered with 401); it
+    /// counts against its source's failure budget like a wrong PIN.
+    AuthFailed {
+        /// Where it came from (for the guessing limits, which keep only a keyed hash).
+        source: Redacted<SocketAddr>,
     },
     /// A re-INVITE inside a call; answer with accept or reject.
     Reinvite {
@@ -131,6 +144,8 @@ pub struct Counters {
     pub foreign_domain: u64,
     /// Messages not sent because an unverified UDP source had not sent us enough bytes.
     pub amplification: u64,
+    /// INVITEs from trunks refused for wrong digest credentials.
+    pub auth_failures: u64,
 }
 
 /// Which requests are dropped silently, before any answer.
@@ -152,6 +167,15 @@ const MAX_PENDING_TOTAL: usize = 256;
 /// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
 /// rehash (see `Endpoint::shrink_tables`).
 const SHRINK_FLOOR: usize = 64;
+
+/// Whom an unconfirmed call counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PendingKey {
+    /// A caller that belongs to no trunk: its address.
+    Source(IpAddr),
+    /// A trunk, whatever its address.
+    Trunk(TrunkId),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TxKey {
@@ -220,8 +244,10 @@ pub struct Endpoint {
     filters: RequestFilters,
     /// What may go to unverified UDP sources.
     reflection: ReflectionGuard,
-    /// Calls per source address whose dialog is not confirmed yet.
-    pending: HashMap<std::net::IpAddr, usize>,
+    /// Calls whose dialog is not confirmed yet, per source address or per trunk.
+    pending: HashMap<PendingKey, usize>,
+    /// Digest challenges and checks; made at the first challenge.
+    authenticator: Option<Authenticator>,
 }
 
 impl Endpoint {
@@ -244,6 +270,7 @@ impl Endpoint {
             filters: RequestFilters::default(),
             reflection,
             pending: HashMap::new(),
+            authenticator: None,
         }
     }
 
@@ -298,11 +325,20 @@ impl Endpoint {
         None
     }
 
-    fn pending_done(&mut self, ip: std::net::IpAddr) {
-        if let Some(n) = self.pending.get_mut(&ip) {
+    /// Whom an unconfirmed call from `ip` counts against: its trunk, or the address.
+    fn pending_key(&self, ip: IpAddr) -> PendingKey {
+        match self.cfg.trunks.match_source(ip) {
+            Some(t) => PendingKey::Trunk(t),
+            None => PendingKey::Source(ip),
+        }
+    }
+
+    fn pending_done(&mut self, ip: IpAddr) {
+        let key = self.pending_key(ip);
+        if let Some(n) = self.pending.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.pending.remove(&ip);
+                self.pending.remove(&key);
             }
         }
     }
@@ -749,9 +785,17 @@ impl Endpoint {
 
         // Calls not yet confirmed by an ACK hold a port and a mixer slot for up to 64·T1:
         // cap them per source and in total, so an INVITE flood cannot exhaust either.
-        let pending_here = self.pending.get(&flow.remote.ip()).copied().unwrap_or(0);
+        // A trunk carries many callers from one address: its own limit (counted across
+        // its addresses) replaces the per-source one, and raises the total.
+        let trunk = self.cfg.trunks.match_source(flow.remote.ip());
+        let pending_key = self.pending_key(flow.remote.ip());
+        let pending_here = self.pending.get(&pending_key).copied().unwrap_or(0);
         let pending_total: usize = self.pending.values().sum();
-        if pending_here >= MAX_PENDING_PER_SOURCE || pending_total >= MAX_PENDING_TOTAL {
+        let limit_here = trunk
+            .and_then(|t| self.cfg.trunks.get(t))
+            .map_or(MAX_PENDING_PER_SOURCE, |t| t.max_calls_in_setup);
+        let limit_total = MAX_PENDING_TOTAL + self.cfg.trunks.calls_in_setup();
+        if pending_here >= limit_here || pending_total >= limit_total {
             self.counters.overloaded += 1;
             self.reject_new(now, tx, key, call, &req, flow, 503, &[("Retry-After", "5")]);
             return;
@@ -838,6 +882,44 @@ impl Endpoint {
             return;
         }
 
+        if let Some(creds) = trunk
+            .and_then(|t| self.cfg.trunks.get(t))
+            .and_then(|t| t.digest.clone())
+        {
+            let auth = self
+                .authenticator
+                .get_or_insert_with(|| Authenticator::new(rand::random(), now));
+            let values = req.headers.get_raw(&Name::AUTHORIZATION);
+            let verdict = auth.verify(
+                now,
+                flow.remote.ip(),
+                &req.method.to_string(),
+                values.map(|v| v.as_str()),
+                &creds,
+            );
+            if let Err(e) = verdict {
+                if e.is_wrong_credentials() {
+                    self.counters.auth_failures += 1;
+                    self.events.push_back(Event::AuthFailed {
+                        source: Redacted(flow.remote),
+                    });
+                }
+                let challenges = auth.challenges(
+                    now,
+                    flow.remote.ip(),
+                    &creds,
+                    e == DigestError::Stale,
+                    rand::random(),
+                );
+                let extra: Vec<(&str, &str)> = challenges
+                    .iter()
+                    .map(|c| ("WWW-Authenticate", c.as_str()))
+                    .collect();
+                self.reject_new(now, tx, key, call, &req, flow, 401, &extra);
+                return;
+            }
+        }
+
         let dialog = match Dialog::from_invite(call, &req, flow) {
             Ok(d) => d,
             Err(_) => {
@@ -855,7 +937,7 @@ impl Endpoint {
         };
         let offer = req.body.clone();
         let cseq = req.cseq().map(|c| c.cseq).unwrap_or(0);
-        *self.pending.entry(flow.remote.ip()).or_insert(0) += 1;
+        *self.pending.entry(pending_key).or_insert(0) += 1;
         self.by_key.insert(dialog.key.clone(), call);
         self.dialogs.insert(call, dialog);
         self.invite_of.insert(call, key.clone());
@@ -879,6 +961,7 @@ impl Endpoint {
             transport: flow.transport,
             source: Redacted(flow.remote),
             request_user: Redacted(request_user),
+            trunk,
         });
     }
 
