@@ -28,7 +28,7 @@
 
 use crate::config::Codec;
 use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, Unheard, MAX_FRAME, MAX_PAYLOAD};
-use crate::media::dtmf::DtmfReceiver;
+use crate::media::dtmf::{Digit, DtmfReceiver};
 use crate::media::playout::{Playout, PlayoutBuffer};
 use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
@@ -927,6 +927,26 @@ impl Conference {
         let _ = now;
     }
 
+    /// A key pressed by `call` that arrived outside its RTP stream (SIP INFO).
+    pub fn handle_digit(&mut self, now: Instant, call: CallToken, digit: Digit) {
+        if let Some(&slot) = self.by_token.get(&call) {
+            self.on_digit(now, slot, digit);
+        }
+    }
+
+    /// A key of the member in `slot`, however it came (RFC 4733, INFO, in-band).
+    fn on_digit(&mut self, now: Instant, slot: usize, digit: Digit) {
+        self.counters.digits += 1;
+        let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Phase::Ivr(ivr) = &mut m.phase {
+            ivr.handle_digit(now, digit);
+            self.run_ivr(now, slot);
+        }
+        // Digits in the room are for in-call controls (not yet built).
+    }
+
     /// One received datagram on the member's RTP port (decrypted in place for SRTP).
     pub fn handle_rtp(&mut self, now: Instant, slot: usize, source: SocketAddr, packet: &mut [u8]) {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
@@ -979,14 +999,7 @@ impl Conference {
         m.last_rx = now;
         if Some(header.payload_type) == m.telephone_event {
             match m.dtmf.handle_packet(header.timestamp, payload) {
-                Ok(Some(digit)) => {
-                    self.counters.digits += 1;
-                    if let Phase::Ivr(ivr) = &mut m.phase {
-                        ivr.handle_digit(now, digit);
-                        self.run_ivr(now, slot);
-                    }
-                    // Digits in the room are for in-call controls (not yet built).
-                }
+                Ok(Some(digit)) => self.on_digit(now, slot, digit),
                 Ok(None) => {}
                 Err(_) => self.counters.malformed += 1,
             }
@@ -1596,6 +1609,28 @@ mod tests {
         assert_eq!(heard(3) as i32, q(a + b));
         // The silent fourth member is a listener: the full mix.
         assert_eq!(heard(4) as i32, q(a + b + c));
+    }
+
+    #[test]
+    fn keys_from_sip_info_type_the_pin_like_rfc_4733_events() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let call = CallToken::from_raw(11);
+        conf.add_member(t0, call, media(1), seed(1)).unwrap();
+        let mut now = t0;
+        for ev in [4u8, 2, 11] {
+            now += TICK;
+            conf.handle_digit(now, call, Digit::from_event(ev).unwrap());
+            conf.handle_tick(now);
+        }
+        // An unknown call's key is ignored.
+        conf.handle_digit(now, CallToken::from_raw(99), Digit::from_event(1).unwrap());
+        let Some(ConferenceEvent::PinEntered { call: c, attempt }) = conf.poll_event() else {
+            panic!("no PIN attempt");
+        };
+        assert_eq!(c, call);
+        assert_eq!(&attempt.0[..], b"42");
+        assert_eq!(conf.counters().digits, 3);
     }
 
     #[test]

@@ -1049,7 +1049,7 @@ fn options_outside_a_dialog_gets_200_with_allow_accept_supported() {
     assert_eq!(cseq_method(&ok), "OPTIONS");
     assert!(to_tag(&ok).is_some());
     let allow = tokens(&raw(&ok, Name::ALLOW).expect("Allow"));
-    for m in ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS"] {
+    for m in ["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO"] {
         assert!(allow.contains(&m.to_string()), "Allow lacks {m}: {allow:?}");
     }
     let accept = raw(&ok, Name::ACCEPT).expect("Accept");
@@ -2893,4 +2893,51 @@ fn a_trunk_holds_its_own_number_of_unconfirmed_calls() {
             }
         }
     }
+}
+
+// ---- 16. INFO: key presses relayed by the PBX ----------------------------------------------
+
+#[test]
+fn info_dtmf_in_a_call_is_answered_and_reported_once_per_request() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKinfo", "info@x"));
+    let info = |branch: &str, cseq: u32, ctype: &str, body: &str| {
+        let mut r = Req::in_dialog("INFO", branch, "info@x", cseq, &tag);
+        r.content_type = Some(ctype.to_string());
+        r.body = body.to_string();
+        r
+    };
+    let relay = info(
+        "z9hG4bKi1",
+        2,
+        "application/dtmf-relay",
+        "Signal=#\r\nDuration=160\r\n",
+    );
+    assert_eq!(codes(&b.deliver(300, relay.build())), [200]);
+    // Its retransmission gets the stored 200 and is not a second key press.
+    assert_eq!(codes(&b.deliver(800, relay.build())), [200]);
+    let plain = info("z9hG4bKi2", 3, "application/dtmf", "7");
+    assert_eq!(codes(&b.deliver(900, plain.build())), [200]);
+    let keys: Vec<char> = b
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Dtmf { call: c, digit } if c == call => digit.as_char(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(keys, ['#', '7']);
+    // Another body type: 415 with what we read; an empty INFO (keep-alive): 200.
+    let xml = info("z9hG4bKi3", 4, "application/media_control+xml", "<x/>");
+    let out = b.deliver(1_000, xml.build());
+    assert_eq!(codes(&out), [415]);
+    assert!(raw(&response(&out[0]), Name::ACCEPT)
+        .unwrap()
+        .contains("application/dtmf-relay"));
+    let empty = Req::in_dialog("INFO", "z9hG4bKi4", "info@x", 5, &tag);
+    assert_eq!(codes(&b.deliver(1_100, empty.build())), [200]);
+    assert!(b.events().is_empty());
+    // Outside a dialog: 481.
+    let stray = Req::in_dialog("INFO", "z9hG4bKi5", "nocall@x", 1, "nosuchtag");
+    assert_eq!(codes(&b.deliver(1_200, stray.build())), [481]);
 }

@@ -204,6 +204,11 @@ impl Bench {
                 self.calls.retain(|c| *c != call);
                 return;
             }
+            Event::Dtmf { call, .. } => {
+                assert!(self.calls.contains(&call), "a key for a call we never saw");
+                return;
+            }
+            Event::AuthFailed { .. } => return,
         };
         assert!(
             offer.len() <= self.largest_in,

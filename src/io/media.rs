@@ -60,6 +60,13 @@ pub enum ShardCommand {
         /// Whether the PIN was right.
         ok: bool,
     },
+    /// A key pressed outside the RTP stream (SIP INFO).
+    Digit {
+        /// The call.
+        call: CallToken,
+        /// The key.
+        digit: crate::media::dtmf::Digit,
+    },
     /// The PIN was right and the room lives in this shard.
     Join {
         /// The call.
@@ -220,6 +227,7 @@ fn run(
                     }
                 },
                 ShardCommand::PinResult { call, ok } => conf.handle_pin_result(now, call, ok),
+                ShardCommand::Digit { call, digit } => conf.handle_digit(now, call, digit),
                 ShardCommand::Join { call, room } => conf.join(now, call, room),
                 ShardCommand::Transfer { call, room, to } => {
                     if let Some((slot, member)) = conf.take(call) {

@@ -7,7 +7,7 @@
 //! so that argon2 never runs on the mixer threads or this loop.
 
 use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed, SrtpKeys};
-use crate::config::{Config, TrunkId, UnknownTarget};
+use crate::config::{Config, DtmfMode, TrunkId, UnknownTarget};
 use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
@@ -341,6 +341,19 @@ impl Signalling {
                 offer,
                 transport,
             } => self.on_reinvite(now, call, &offer, transport),
+            Event::Dtmf { call, digit } => {
+                let Some(entry) = self.calls.get(&call) else {
+                    return;
+                };
+                // A trunk that says its keys come another way has its INFO ignored.
+                let mode = entry
+                    .trunk
+                    .and_then(|t| self.config.trunks.get(t))
+                    .map_or(DtmfMode::Auto, |t| t.dtmf);
+                if matches!(mode, DtmfMode::Info | DtmfMode::Auto) {
+                    self.shards[entry.shard].send(ShardCommand::Digit { call, digit });
+                }
+            }
             Event::Cancelled { call } => {
                 tracing::info!(%call, "call cancelled");
                 self.drop_call(call);

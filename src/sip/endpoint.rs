@@ -15,6 +15,7 @@
 
 use super::dialog::{Dialog, DialogKey, DialogState};
 use super::digest::{Authenticator, DigestError};
+use super::info;
 use super::message::{
     build_response, build_version_not_supported, parse, response_destination, HeaderAccess, Limits,
     Message, ParseError, Request, Response,
@@ -27,6 +28,7 @@ use super::transaction::{
 };
 use super::transport::{Flow, Transport};
 use crate::config::{TrunkId, Trunks};
+use crate::media::dtmf::Digit;
 use crate::redact::{CallToken, Redacted};
 use bytes::Bytes;
 use ezk_sip_types::{Headers, Method, Name};
@@ -35,7 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Methods this bridge implements (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
 
 /// Most Via values a request may carry: one per hop, and Max-Forwards starts at 70
 /// (RFC 3261 §8.1.1.6), so more than 70 cannot be an honest path.
@@ -117,6 +119,13 @@ pub enum Event {
     Cancelled {
         /// The call.
         call: CallToken,
+    },
+    /// A key press relayed by SIP INFO inside a call (already answered with 200).
+    Dtmf {
+        /// The call.
+        call: CallToken,
+        /// The key (its `Debug` hides it).
+        digit: Digit,
     },
     /// The call is over; its media can go.
     Ended {
@@ -680,6 +689,7 @@ impl Endpoint {
             Method::INVITE => self.handle_invite(now, flow, key, req),
             Method::CANCEL => self.handle_cancel(now, flow, key, req),
             Method::BYE => self.handle_bye(now, flow, key, req),
+            Method::INFO => self.handle_info(now, flow, key, req),
             Method::OPTIONS => {
                 let extra = [
                     ("Allow", ALLOW),
@@ -1153,6 +1163,37 @@ impl Endpoint {
                 call,
                 reason: EndReason::RemoteBye,
             });
+        }
+    }
+
+    /// INFO inside a call: DTMF relay bodies become [`Event::Dtmf`]; an empty INFO (a
+    /// keep-alive some PBXs send) gets 200; other bodies 415.
+    fn handle_info(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
+        let call = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied());
+        let Some(call) = call else {
+            self.non_invite_response(now, key, &req, flow, 481, &[]);
+            return;
+        };
+        if req.body.is_empty() {
+            self.non_invite_response(now, key, &req, flow, 200, &[]);
+            return;
+        }
+        let content_type = req.raw(&Name::CONTENT_TYPE).unwrap_or_default();
+        match info::parse_dtmf(content_type, &req.body) {
+            Ok(digit) => {
+                self.non_invite_response(now, key, &req, flow, 200, &[]);
+                self.events.push_back(Event::Dtmf { call, digit });
+            }
+            // A body we read but that names no key: acknowledged, nothing happens.
+            Err(info::InfoError::NoKey) => self.non_invite_response(now, key, &req, flow, 200, &[]),
+            Err(info::InfoError::UnsupportedType) => self.non_invite_response(
+                now,
+                key,
+                &req,
+                flow,
+                415,
+                &[("Accept", "application/dtmf-relay, application/dtmf")],
+            ),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod dialog;
 pub mod digest;
 pub mod endpoint;
 pub mod framing;
+pub mod info;
 pub mod message;
 pub mod reflection;
 pub mod sdp;
