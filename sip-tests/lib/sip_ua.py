@@ -27,7 +27,7 @@ the network lost them; media starts at the first copy, as a phone's does) and AC
 next copy; result.json "t_2xx" lists when each copy arrived (seconds after the
 first).  The call must survive: no BYE from the bridge, and our BYE gets 200.
 
-Common: --transport tls|udp --host 127.0.0.1 --port 5061 --room conference
+Common: --transport tls|udp --host 127.0.0.1 (or ::1) --port 5061 --room conference
   --bridge-log FILE (TLS: the peer certificate's SHA-256 must equal the
   "fingerprint=" the bridge logged) --out DIR (messages.log, result.json, wavs)
   --shim PATH (srtp_shim.so).  Exit 0 = every check held; 1 = a check failed
@@ -58,6 +58,19 @@ SUITES = {"AES_CM_128_HMAC_SHA1_80": (0, 30, 10), "AES_CM_128_HMAC_SHA1_32": (1,
 DIGITS = {**{str(i): i for i in range(10)}, "*": 10, "#": 11}
 COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
            "l": "content-length", "c": "content-type"}
+
+
+# Our own address: 127.0.0.1, or ::1 when the bridge is called on ::1 (IPv6 tests).
+LOCAL_IP = "127.0.0.1"
+
+
+def uri_host(ip):
+    """An address as it stands in a URI or Via: IPv6 in brackets (RFC 3261 §25.1)."""
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def family(ip):
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 def log(msg):
@@ -187,8 +200,8 @@ class Transport:
             # polls without blocking and both sides take self.lock
             self.sock.setblocking(False)
         else:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock = socket.socket(family(host), socket.SOCK_DGRAM)
+            self.sock.bind((LOCAL_IP, 0))
             self.sock.connect((host, port))
         self.local_port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
@@ -286,11 +299,11 @@ class Dialog:
     def __init__(self, tp, room, host, port, user):
         self.tp, self.user = tp, user
         sch = ";transport=tls" if tp.kind == "tls" else ""
-        self.ruri = f"sip:{room}@{host}:{port}{sch}"
-        self.to = f"<sip:{room}@{host}:{port}>"
+        self.ruri = f"sip:{room}@{uri_host(host)}:{port}{sch}"
+        self.to = f"<sip:{room}@{uri_host(host)}:{port}>"
         self.ftag = "%08x" % random.getrandbits(32)
-        self.call_id = "%016x@127.0.0.1" % random.getrandbits(64)
-        self.contact = f"<sip:{user}@127.0.0.1:{tp.local_port}{sch}>"
+        self.call_id = "%016x@sotto-sip-tests" % random.getrandbits(64)
+        self.contact = f"<sip:{user}@{uri_host(LOCAL_IP)}:{tp.local_port}{sch}>"
         self.remote_target = self.ruri
         self.to_tag = None
         self.cseq = 0
@@ -303,9 +316,9 @@ class Dialog:
         branch = branch or "z9hG4bK%016x" % random.getrandbits(64)
         to = self.to + (f";tag={self.to_tag}" if self.to_tag else "")
         msg = (f"{method} {uri or self.remote_target} SIP/2.0\r\n"
-               f"Via: SIP/2.0/{self.tp.via_proto()} 127.0.0.1:{self.tp.local_port};branch={branch};rport\r\n"
+               f"Via: SIP/2.0/{self.tp.via_proto()} {uri_host(LOCAL_IP)}:{self.tp.local_port};branch={branch};rport\r\n"
                f"Max-Forwards: 70\r\n"
-               f"From: <sip:{self.user}@127.0.0.1>;tag={self.ftag}\r\n"
+               f"From: <sip:{self.user}@{uri_host(LOCAL_IP)}>;tag={self.ftag}\r\n"
                f"To: {to}\r\n"
                f"Call-ID: {self.call_id}\r\n"
                f"CSeq: {cseq} {method}\r\n"
@@ -377,8 +390,9 @@ class Dialog:
 # ------------------------------------------------------------------ SDP
 def make_sdp(rtp_port, proto, cryptos):
     sid = random.randint(1, 2**31)
-    s = (f"v=0\r\no=- {sid} {sid} IN IP4 127.0.0.1\r\ns=sotto-sip-tests\r\n"
-         f"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} {proto} 0 101\r\n"
+    fam = "IP6" if ":" in LOCAL_IP else "IP4"
+    s = (f"v=0\r\no=- {sid} {sid} IN {fam} {LOCAL_IP}\r\ns=sotto-sip-tests\r\n"
+         f"c=IN {fam} {LOCAL_IP}\r\nt=0 0\r\nm=audio {rtp_port} {proto} 0 101\r\n"
          "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
          "a=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n")
     for tag, suite, key in cryptos:
@@ -389,7 +403,7 @@ def make_sdp(rtp_port, proto, cryptos):
 def parse_sdp(body):
     txt = body.decode("utf-8", "replace")
     r = {"addr": None, "port": None, "proto": None, "fmts": [], "crypto": []}
-    m = re.search(r"(?m)^c=IN IP4 (\S+)", txt)
+    m = re.search(r"(?m)^c=IN IP[46] (\S+)", txt)
     r["addr"] = m.group(1) if m else None
     m = re.search(r"(?m)^m=audio (\d+) (\S+) ([\d ]+)", txt)
     if m:
@@ -412,8 +426,8 @@ def fingerprint_from_log(path):
 class Media:
     def __init__(self, a, tx_srtp, rx_srtp, dest):
         self.a, self.tx, self.rx, self.dest = a, tx_srtp, rx_srtp, dest
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", a.rtp_port))
+        self.sock = socket.socket(family(LOCAL_IP), socket.SOCK_DGRAM)
+        self.sock.bind((LOCAL_IP, a.rtp_port))
         self.stop = threading.Event()
         self.received = []           # u-law payload bytes, in arrival order
         self.sent = []
@@ -595,8 +609,10 @@ def main():
     ap.add_argument("--drop-acks", type=int, default=0,
                     help="withhold the ACK for this many copies of the 2xx")
     a = ap.parse_args()
-    if not a.host.startswith("127."):
-        sys.exit("sip_ua.py: loopback (127.0.0.0/8) targets only")
+    if not (a.host.startswith("127.") or a.host == "::1"):
+        sys.exit("sip_ua.py: loopback (127.0.0.0/8 or ::1) targets only")
+    global LOCAL_IP
+    LOCAL_IP = "::1" if a.host == "::1" else "127.0.0.1"
     if any(d not in DIGITS for d in a.dtmf):
         sys.exit(f"sip_ua.py: bad DTMF digits {a.dtmf!r}")
     os.makedirs(a.out, exist_ok=True)
@@ -639,9 +655,9 @@ def main():
     dlg = Dialog(tp, a.room, a.host, a.port, a.user)
     sdp = make_sdp(a.rtp_port, proto, cryptos)
     if a.mode == "call":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(family(LOCAL_IP), socket.SOCK_DGRAM)
         try:
-            s.bind(("127.0.0.1", a.rtp_port))
+            s.bind((LOCAL_IP, a.rtp_port))
         except OSError as e:
             sys.exit(f"sip_ua.py: RTP port {a.rtp_port}: {e}")
         finally:
@@ -723,7 +739,7 @@ def main():
             res["t_established"] = time.time()
             t_end = a.hangup_at if a.hangup_at else time.time() + a.prompt_wait + a.hold
             med = Media(a, tx, rx, (ans["addr"], ans["port"]))
-            log(f"media to {ans['addr']}:{ans['port']} from 127.0.0.1:{a.rtp_port}, "
+            log(f"media to {ans['addr']}:{ans['port']} from {uri_host(LOCAL_IP)}:{a.rtp_port}, "
                 f"SRTP {chosen[0] if chosen else 'off'}; hang up in {t_end - time.time():.1f}s")
             med.run(t_end)
             res["media"] = med.stats

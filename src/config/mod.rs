@@ -1231,10 +1231,13 @@ impl Validator<'_> {
         key: &str,
         expected: &str,
     ) -> Result<T, ConfigError> {
-        value
-            .get_ref()
-            .trim()
-            .parse::<T>()
+        let text = value.get_ref().trim();
+        // A bare IPv6 address may be written in brackets, as in URIs (`[2001:db8::1]`).
+        let text = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            Some(inner) if !inner.contains(']') => inner,
+            _ => text,
+        };
+        text.parse::<T>()
             .map_err(|_| self.invalid(value.span(), key, &format!("expected {expected}")))
     }
 }
@@ -1422,6 +1425,25 @@ mod tests {
         assert!(
             e.contains("only applies to calls to the room's dial_in"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_with_and_without_brackets() {
+        let c = parse(
+            "[sip]\nudp = [\"[::1]:5060\"]\ntls = [\"[2001:db8::5]:5061\"]\n\
+             [media]\nrtp_address = \"[::1]\"\npublic_address = \"2001:db8::5\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.udp, vec!["[::1]:5060".parse().unwrap()]);
+        assert_eq!(c.media.rtp_address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.media.public_address,
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        assert!(
+            parse("[sip]\nudp = [\"::1:5060\"]\n").is_err(),
+            "a port needs brackets"
         );
     }
 

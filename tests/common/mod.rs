@@ -245,10 +245,11 @@ impl Phone {
 
     fn offer(&self, direction: &str) -> String {
         format!(
-            "v=0\r\no=- 1 {} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
+            "v=0\r\no=- 1 {} IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n",
             self.cseq,
             self.rtp_addr.port(),
-            ip = self.rtp_addr.ip()
+            ip = self.rtp_addr.ip(),
+            family = if self.rtp_addr.is_ipv6() { "IP6" } else { "IP4" }
         )
     }
 
