@@ -37,8 +37,10 @@
 //! **Loss, order, timeline.** Packets are kept by sequence number and played by
 //! timestamp, so reordering within the buffer is harmless; duplicates are dropped; a
 //! packet whose time has passed is late and dropped. A lost packet is concealed (with the
-//! next packet handed over when it is there); after 60 ms of concealment in a row the
-//! buffer plays silence instead. A new SSRC, a timestamp jump beyond `max_delay` and four
+//! next packet handed over when it is there); after the decoder's concealment limit
+//! ([`FrameDecoder::concealment_limit`]: 60 ms by default, 100 ms for the pitch-based PLC
+//! of G.711 and G.722, which fades out by then) the buffer plays silence instead and
+//! tells the decoder ([`FrameDecoder::on_silence`]). A new SSRC, a timestamp jump beyond `max_delay` and four
 //! ticks (either way), or four rejected packets in a row resynchronise: the buffer drops
 //! the packets it holds and starts afresh on the packet that caused it. Sequence numbers and timestamps are
 //! extended to 64 bits as they wrap.
@@ -101,10 +103,11 @@ const MAX_FRAME_MS: i64 = 120;
 /// enough that the windowed minimum's wobble does not cause steps back and forth.
 const BAND_MS: i64 = 10;
 
-/// Concealment in a row before the buffer plays silence instead, in ms: G.711
-/// Appendix I's PLC has faded to silence by 60 ms, and longer repetition of the last
-/// sound is worse than silence (it turns a DTX pause into a drone).
-const CONCEAL_LIMIT_MS: i64 = 60;
+/// Concealment in a row before the buffer plays silence instead, in ms, unless the
+/// decoder says otherwise ([`FrameDecoder::concealment_limit`]): G.711 Appendix I's PLC
+/// has faded to silence by 60 ms, and longer repetition of the last sound is worse than
+/// silence (it turns a DTX pause into a drone).
+const DEFAULT_CONCEAL_LIMIT_MS: u64 = 60;
 
 /// Tolerance, in ms, when matching a packet's timestamp to the playout position, for
 /// senders whose timestamps do not quite add up to their frame lengths.
@@ -163,6 +166,16 @@ pub trait FrameDecoder {
     /// Conceals `samples` missing samples; `next` is the following packet if it has
     /// arrived (Opus decodes the lost frame from its in-band FEC), else None (PLC).
     fn conceal(&mut self, samples: usize, next: Option<&[u8]>, out: &mut Vec<i16>);
+    /// The buffer played silence where this decoder would have continued (a pause, or
+    /// concealment past its limit): the next frame starts afresh rather than ending a
+    /// loss (a pitch concealer then does not merge it with a stale continuation).
+    fn on_silence(&mut self) {}
+    /// How long concealment in a row is worth playing before the buffer plays silence
+    /// instead: as long as the decoder's PLC takes to fade out. The default, 60 ms, is
+    /// G.711 Appendix I's fade (and about libopus's).
+    fn concealment_limit(&self) -> Duration {
+        Duration::from_millis(DEFAULT_CONCEAL_LIMIT_MS)
+    }
 }
 
 /// Why a codec could not decode a payload. The buffer conceals the frame instead.
@@ -491,7 +504,6 @@ pub struct PlayoutBuffer {
     max_delay: i64,
     band: i64,
     slack: i64,
-    conceal_limit: i64,
     jump: i64,
     max_frame: usize,
 
@@ -586,7 +598,6 @@ impl PlayoutBuffer {
             max_delay: max_delay_samples,
             band: ms(BAND_MS),
             slack: ms(SLACK_MS),
-            conceal_limit: ms(CONCEAL_LIMIT_MS),
             jump: max_delay_samples.saturating_add(JUMP_TICKS.saturating_mul(tick_i64)),
             max_frame,
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
@@ -1119,12 +1130,14 @@ impl PlayoutBuffer {
             // Nothing to play yet: the packet is late, lost, or the talker paused.
             // Conceal while holding our place (the delay grows by what is concealed),
             // for a while; then silence until a talk-spurt starts.
-            if self.conceal_run < self.conceal_limit {
-                let len = (self.frame_len as i64).min(self.conceal_limit - self.conceal_run);
+            let limit = self.conceal_limit(decoder);
+            if self.conceal_run < limit {
+                let len = (self.frame_len as i64).min(limit - self.conceal_run);
                 self.conceal(len, None, decoder);
                 self.held += len;
             } else {
                 self.enter_waiting();
+                decoder.on_silence();
             }
             return;
         };
@@ -1135,6 +1148,7 @@ impl PlayoutBuffer {
             // Nothing lost, yet a timestamp gap: the sender paused (DTX). The next
             // packet starts a talk-spurt on its own schedule.
             self.enter_waiting();
+            decoder.on_silence();
             return;
         }
         // Packets are missing before `slot`: lost, or late because the delay is short
@@ -1142,9 +1156,9 @@ impl PlayoutBuffer {
         // frame of concealment (which a lost packet would have cost anyway) instead of
         // dropping the packet when it comes: a frame at a time, not a step at a time.
         if self.current_delay + self.held < self.target - self.band / 2
-            && self.conceal_run < self.conceal_limit
+            && self.conceal_run < self.conceal_limit(decoder)
         {
-            let len = (self.frame_len as i64).min(self.conceal_limit - self.conceal_run);
+            let len = (self.frame_len as i64).min(self.conceal_limit(decoder) - self.conceal_run);
             self.conceal(len, None, decoder);
             self.held += len;
             return;
@@ -1229,8 +1243,9 @@ impl PlayoutBuffer {
     /// Conceals `len` samples (silence once the run is over the limit).
     fn conceal(&mut self, len: i64, next: Option<usize>, decoder: &mut dyn FrameDecoder) {
         let count = usize::try_from(len).unwrap_or(0).min(self.max_frame);
-        if self.conceal_run >= self.conceal_limit {
+        if self.conceal_run >= self.conceal_limit(decoder) {
             self.fifo.push(None, count, Kind::Silence);
+            decoder.on_silence();
         } else {
             self.scratch.clear();
             let next_payload = next.and_then(|index| {
@@ -1249,6 +1264,11 @@ impl PlayoutBuffer {
             wipe(&mut self.scratch);
         }
         self.conceal_run += len;
+    }
+
+    /// The decoder's concealment limit in output samples.
+    fn conceal_limit(&self, decoder: &dyn FrameDecoder) -> i64 {
+        duration_to_samples(decoder.concealment_limit(), self.out_rate)
     }
 
     /// Empties a slot, wiping its payload bytes (so a free slot's bytes are all zero).
