@@ -29,6 +29,7 @@
 use crate::config::Codec;
 use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, Unheard, MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::{Digit, DtmfReceiver};
+use crate::media::gate::{level_dbov, Voice, SILENCE_DBOV};
 use crate::media::playout::{Playout, PlayoutBuffer};
 use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
@@ -52,10 +53,6 @@ const PROMPT_FRAME: usize = PROMPT_RATE as usize / 50;
 /// Largest RTP packet we write: header, the largest payload, an SRTP tag, and room to spare.
 const MAX_PACKET: usize = 12 + MAX_PAYLOAD + 64;
 
-/// Ticks the noise gate stays open after the last frame above it (200 ms), so that
-/// speakers are not cut between words.
-const GATE_HANGOVER_TICKS: u16 = 10;
-
 /// How much louder (smoothed level, dB) a candidate must be than the quietest current
 /// speaker to take its place: the hysteresis that keeps speakers from flapping.
 const SWITCH_MARGIN_DB: f32 = 6.0;
@@ -65,17 +62,6 @@ const MIN_SPEAKER_TICKS: u64 = 20;
 
 /// Ticks an RFC 6464 level report stays good for: a packet or two may be late.
 const LEVEL_FRESH_TICKS: u64 = 3;
-
-/// Level of digital silence in the level estimates, dB below full scale.
-const SILENCE_DBOV: f32 = -96.0;
-
-/// Speech level automatic gain aims at (ITU-T P.56 active speech level of a typical
-/// telephone talker), and the most it may amplify or attenuate.
-const AUTO_GAIN_TARGET_DBOV: f32 = -26.0;
-const AUTO_GAIN_MAX_DB: f32 = 12.0;
-const AUTO_GAIN_MIN_DB: f32 = -6.0;
-/// Gain change per tick, dB: 5 dB/s, slow enough not to pump.
-const AUTO_GAIN_STEP_DB: f32 = 0.1;
 
 /// Index of a room in the config's room list.
 pub type RoomKey = usize;
@@ -226,71 +212,6 @@ enum Phase {
 struct Playback {
     queue: VecDeque<Prompt>,
     current: Option<(Arc<[i16]>, usize)>,
-}
-
-/// A member's level, noise gate and speaker state.
-#[derive(Debug, Clone, Copy)]
-struct Voice {
-    /// Smoothed level (fast attack, slow release), dBov: what speakers are ranked by.
-    level_db: f32,
-    /// Ticks the gate stays open.
-    hang: u16,
-    /// Whether the member is one of its room's speakers.
-    speaking: bool,
-    /// Tick at which it became a speaker.
-    since: u64,
-    /// Automatic gain in dB (0 when off).
-    gain_db: f32,
-}
-
-impl Voice {
-    fn new() -> Voice {
-        Voice {
-            level_db: SILENCE_DBOV,
-            hang: 0,
-            speaking: false,
-            since: 0,
-            gain_db: 0.0,
-        }
-    }
-
-    fn gate_open(&self) -> bool {
-        self.hang > 0
-    }
-
-    /// Takes this tick's frame level.
-    fn update(&mut self, frame_db: f32, gate_db: f32, auto_gain: bool) {
-        self.level_db = if frame_db > self.level_db {
-            // Attack within a couple of ticks: a new talker is heard at once.
-            0.5 * (self.level_db + frame_db)
-        } else {
-            0.9 * self.level_db + 0.1 * frame_db
-        };
-        if frame_db > gate_db {
-            self.hang = GATE_HANGOVER_TICKS;
-            if auto_gain {
-                let wanted =
-                    (AUTO_GAIN_TARGET_DBOV - frame_db).clamp(AUTO_GAIN_MIN_DB, AUTO_GAIN_MAX_DB);
-                let step = (wanted - self.gain_db).clamp(-AUTO_GAIN_STEP_DB, AUTO_GAIN_STEP_DB);
-                self.gain_db += step;
-            }
-        } else {
-            self.hang = self.hang.saturating_sub(1);
-        }
-    }
-}
-
-/// RMS level of a frame in dB below full scale.
-fn level_dbov(frame: &[i16]) -> f32 {
-    if frame.is_empty() {
-        return SILENCE_DBOV;
-    }
-    let energy: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
-    let mean = energy as f64 / frame.len() as f64;
-    if mean < 1.0 {
-        return SILENCE_DBOV;
-    }
-    (10.0 * (mean / (32768.0 * 32768.0)).log10()).max(f64::from(SILENCE_DBOV)) as f32
 }
 
 /// A resampler between two supported rates (Format guarantees them); `None` would only
@@ -1151,12 +1072,8 @@ impl Conference {
                     None => 0,
                 };
                 m.mixed[converted..n_room].fill(0);
-                if settings.auto_gain && m.voice.gain_db != 0.0 {
-                    let g = 10f32.powf(m.voice.gain_db / 20.0);
-                    for x in &mut m.mixed[..n_room] {
-                        *x = (f32::from(*x) * g).clamp(-32768.0, 32767.0) as i16;
-                    }
-                }
+                // The gate's ramp (a closing gate fades the speaker out) and auto gain.
+                m.voice.apply(&mut m.mixed[..n_room], settings.auto_gain);
                 mixer.add(&m.mixed[..n_room]);
             }
             mixer.full_mix(&mut room.full[..n_room]);
@@ -1306,7 +1223,7 @@ fn select_speakers(
     let mut i = 0;
     while i < room.speakers.len() {
         let s = room.speakers[i];
-        if voice(slots, s).is_some_and(|v| v.gate_open()) {
+        if voice(slots, s).is_some_and(|v| v.audible()) {
             i += 1;
         } else {
             room.speakers.swap_remove(i);
@@ -1316,7 +1233,7 @@ fn select_speakers(
     candidates.clear();
     for &s in &room.members {
         if let Some(v) = voice(slots, s) {
-            if v.gate_open() && !v.speaking {
+            if v.audible() && !v.speaking {
                 candidates.push(s);
             }
         }
@@ -2115,8 +2032,12 @@ mod tests {
         // Much louder (+12 dB): it takes the quietest speaker's place.
         let speaking = run(&mut conf, [3000, 2500, 2000, 8000, 32], 50, &mut now);
         assert_eq!(speaking, [true, true, false, true, false]);
-        // Everyone stops: speakers leave after the gate's hangover.
-        let speaking = run(&mut conf, [0, 0, 0, 0, 32], 20, &mut now);
+        // Everyone stops: speakers leave after the gate's 400 ms hold and 80 ms fade
+        // (24 ticks, plus the playout delay; the old gate's 200 ms hangover cut quiet
+        // word endings).
+        let speaking = run(&mut conf, [0, 0, 0, 0, 32], 23, &mut now);
+        assert_eq!(speaking, [true, true, false, true, false]);
+        let speaking = run(&mut conf, [0, 0, 0, 0, 32], 7, &mut now);
         assert_eq!(speaking, [false; 5]);
     }
 

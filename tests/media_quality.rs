@@ -4,8 +4,8 @@
 //!
 //! Quality is measured as the *tone SNR* (the power within ±1.5 % of the sent tone's
 //! frequency against all other power, which does not charge the playout buffer's
-//! inaudible single-sample time-scale steps as noise) and, for Opus loss, as a
-//! *waveform SNR* aligned window by window.
+//! inaudible single-sample time-scale steps as noise) and, for loss, as a *waveform
+//! SNR* aligned window by window.
 #![allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 
 mod common;
@@ -320,4 +320,45 @@ fn a_drifting_sender_clock_does_not_grow_the_delay() {
         r.target
     );
     assert!(r.tone_snr_db > 15.0, "{:.1} dB", r.tone_snr_db);
+}
+
+#[test]
+fn g711_and_g722_loss_is_bridged_by_the_pitch_concealment() {
+    // 10 % random loss (some of it in bursts of two and three) without jitter: the
+    // pitch-based concealment must beat silence clearly on the waveform (measured:
+    // 21.2 against 10.0 dB for PCMU, 19.5 against 9.7 dB for G.722, mean of 4 seeds;
+    // the repeat-the-last-10-ms concealment before it gave 20.6 and 18.8 dB here only
+    // because 10 ms are exactly ten periods of this 1 kHz tone: on voices whose period
+    // does not divide 10 ms it is far worse, see media::plc's unit tests).
+    let lossy = LinkParams {
+        loss: 0.10,
+        base_delay_ms: 20.0,
+        ..LinkParams::default()
+    };
+    for codec in [Codec::Pcmu, Codec::G722] {
+        let format = Format::new(codec, None);
+        let (mut plc_sum, mut mute_sum) = (0.0, 0.0);
+        for seed in 1..=4 {
+            let plc = run(format, lossy, seed, 10, Conceal::Codec);
+            let mute = run(format, lossy, seed, 10, Conceal::Mute);
+            println!(
+                "{codec:?} seed {seed}: {} lost; waveform SNR PLC {:.1} dB, muted {:.1} dB; \
+                 tone SNR {:.1} / {:.1} dB",
+                plc.lost_on_link,
+                plc.waveform_snr_db,
+                mute.waveform_snr_db,
+                plc.tone_snr_db,
+                mute.tone_snr_db
+            );
+            assert!(plc.lost_on_link > 30, "the link lost too little");
+            plc_sum += plc.waveform_snr_db;
+            mute_sum += mute.waveform_snr_db;
+        }
+        let (plc, mute) = (plc_sum / 4.0, mute_sum / 4.0);
+        println!("{codec:?}: mean waveform SNR PLC {plc:.1} dB, muted {mute:.1} dB");
+        assert!(
+            plc > mute + 8.0,
+            "{codec:?}: PLC {plc:.1} dB, muted {mute:.1} dB"
+        );
+    }
 }

@@ -7,11 +7,12 @@
 
 use sotto::media::dtmf::Digit;
 use sotto::media::playout::{DecodeError, FrameDecoder, PlayoutBuffer};
+use sotto::media::plc::PitchConcealer;
 use sotto::room::ivr::{Ivr, IvrSettings, PinAttempt};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Eight bytes that appear nowhere by accident: digits of a PIN, or audio samples
 /// 0x3331, 0x3534, ... in little-endian i16.
@@ -126,6 +127,18 @@ fn buffers_holding_digits_keys_and_audio_are_wiped_on_drop() {
         let mut frame = [0i16; 160];
         let _ = pb.pop(t0 + ms(80), &mut Passthrough, &mut frame);
         drop(std::hint::black_box(pb));
+    }));
+
+    // Audio history in the pitch-based loss concealment, during a loss.
+    assert!(!leaves_marker(|| {
+        let mut plc = PitchConcealer::new(8000);
+        let mut frame = samples.clone();
+        plc.on_decoded(&mut frame);
+        let mut out = Vec::with_capacity(160);
+        plc.conceal(160, &mut out);
+        Zeroize::zeroize(&mut frame);
+        Zeroize::zeroize(&mut out);
+        drop(std::hint::black_box(plc));
     }));
 
     // Control for the audio cases: the same samples in a plain Vec are seen.

@@ -222,73 +222,22 @@ impl Law {
     }
 }
 
-/// Packet loss concealment by repetition, the core of G.711 Appendix I without its
-/// pitch search (cheap, and good enough for the single lost packets that matter):
-/// repeat the last 10 ms, at full level for the first 10 ms of a gap, then 20 %
-/// quieter every further 10 ms, silent after 60 ms. Used for G.711 and G.722.
-pub struct RepeatConcealer {
-    last: Box<[i16]>,
-    concealed: usize,
-}
-
-impl RepeatConcealer {
-    /// A concealer keeping `history` samples (10 ms at the codec's rate).
-    pub fn new(history: usize) -> Self {
-        RepeatConcealer {
-            last: vec![0; history.max(1)].into_boxed_slice(),
-            concealed: 0,
-        }
-    }
-
-    /// Takes decoded audio as the history; a gap after it starts at full level.
-    pub fn remember(&mut self, decoded: &[i16]) {
-        let h = self.last.len();
-        if decoded.len() >= h {
-            self.last.copy_from_slice(&decoded[decoded.len() - h..]);
-        } else {
-            self.last.rotate_left(decoded.len());
-            self.last[h - decoded.len()..].copy_from_slice(decoded);
-        }
-        self.concealed = 0;
-    }
-
-    /// Appends `samples` samples of concealment to `out`.
-    pub fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
-        let h = self.last.len();
-        for i in 0..samples {
-            let step = (self.concealed + i) / h;
-            // Full level for the first 10 ms, then 20 % less per 10 ms: 0 after 60 ms.
-            let gain = (1.0f32 - 0.2 * step as f32).max(0.0);
-            let s = self.last[(self.concealed + i) % h];
-            out.push((f32::from(s) * gain) as i16);
-        }
-        self.concealed = self.concealed.saturating_add(samples);
-    }
-}
-
-impl Drop for RepeatConcealer {
-    fn drop(&mut self) {
-        // Audio is wiped when freed (architecture §5, invariant 5).
-        zeroize::Zeroize::zeroize(&mut self.last);
-    }
-}
-
 /// G.711 as a [`FrameDecoder`](crate::media::playout::FrameDecoder) for the playout
-/// buffer, with [`RepeatConcealer`] for lost packets.
+/// buffer, with G.711 Appendix I style [`PitchConcealer`] for lost packets.
 pub struct G711Decoder {
     law: Law,
-    plc: RepeatConcealer,
+    plc: PitchConcealer,
 }
 
-/// 10 ms of history at 8 kHz.
-const PLC_HISTORY: usize = 80;
+/// G.711's sample rate.
+const RATE: u32 = 8000;
 
 impl G711Decoder {
     /// A decoder for one law.
     pub fn new(law: Law) -> Self {
         G711Decoder {
             law,
-            plc: RepeatConcealer::new(PLC_HISTORY),
+            plc: PitchConcealer::new(RATE),
         }
     }
 
@@ -297,6 +246,8 @@ impl G711Decoder {
         self.law
     }
 }
+
+use crate::media::plc::PitchConcealer;
 
 impl crate::media::playout::FrameDecoder for G711Decoder {
     fn decode(
@@ -307,12 +258,21 @@ impl crate::media::playout::FrameDecoder for G711Decoder {
         let start = out.len();
         out.resize(start + payload.len(), 0);
         self.law.decode(payload, &mut out[start..]);
-        self.plc.remember(&out[start..]);
+        // Merged with the concealment's continuation when it ends a loss.
+        self.plc.on_decoded(&mut out[start..]);
         Ok(())
     }
 
     fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
         self.plc.conceal(samples, out);
+    }
+
+    fn on_silence(&mut self) {
+        self.plc.on_silence();
+    }
+
+    fn concealment_limit(&self) -> std::time::Duration {
+        crate::media::plc::FADE_OUT
     }
 }
 
@@ -589,25 +549,32 @@ mod tests {
     }
 
     #[test]
-    fn decoder_conceals_with_a_fading_repeat_of_the_last_10_ms() {
+    fn decoder_conceals_a_lost_frame_by_pitch_and_merges_the_next() {
         use crate::media::playout::FrameDecoder;
         let mut d = G711Decoder::new(Law::Ulaw);
-        let frame: Vec<u8> = (0..160)
-            .map(|i| ulaw_encode((i as i16 - 80) * 100))
-            .collect();
+        // A 200 Hz sawtooth (period 40 samples).
+        let pcm: Vec<i16> = (0..480).map(|i| ((i % 40) as i16 - 20) * 400).collect();
+        let mut coded = vec![0u8; 480];
+        Law::Ulaw.encode(&pcm, &mut coded);
         let mut out = Vec::with_capacity(1000);
-        d.decode(&frame, &mut out).unwrap();
-        assert_eq!(out.len(), 160);
-        let last10 = out[80..].to_vec();
+        d.decode(&coded[..160], &mut out).unwrap();
+        d.decode(&coded[160..320], &mut out).unwrap();
+        assert_eq!(out.len(), 320);
+        let last_period = out[280..320].to_vec();
         out.clear();
-        d.conceal(480, None, &mut out);
-        // First 10 ms: the last 10 ms again, at full level.
-        assert_eq!(&out[..80], &last10[..]);
-        // Fading: 20 % less per 10 ms, silent by 60 ms.
-        assert!(out[80..160]
-            .iter()
-            .zip(&last10)
-            .all(|(a, b)| a.abs() <= b.abs()));
-        assert!(out[400..].iter().all(|&s| s == 0));
+        d.conceal(160, None, &mut out);
+        // The last period again, at full level, for the whole 20 ms.
+        for chunk in out.chunks(40) {
+            assert_eq!(chunk[..30], last_period[..30]);
+        }
+        // The next good frame is merged with the continuation: the waveform goes on.
+        out.clear();
+        d.decode(&coded[320..], &mut out).unwrap();
+        let mut truth = vec![0i16; 160];
+        Law::Ulaw.decode(&coded[320..], &mut truth);
+        assert_eq!(
+            out, truth,
+            "a perfectly periodic continuation merges invisibly"
+        );
     }
 }

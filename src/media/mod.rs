@@ -1,4 +1,5 @@
-//! Media plane building blocks: RTP, RFC 4733 events, codecs and the jitter buffer.
+//! Media plane building blocks: RTP, RFC 4733 events, codecs, loss concealment, the
+//! jitter buffer and the noise gate.
 //!
 //! Everything here is sans-IO: packets and samples in, packets and samples out.
 
@@ -6,8 +7,10 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod g722;
+pub mod gate;
 pub mod opus;
 pub mod playout;
+pub mod plc;
 pub mod resample;
 pub mod rtp;
 pub mod srtp;

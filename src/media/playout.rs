@@ -23,13 +23,24 @@
 //!   gap): the silence before it is lengthened or shortened to start it at the target;
 //! - during speech, by single-sample time-scale steps (two neighbours replaced by their
 //!   average, or their average inserted between them) at the quietest point of a
-//!   segment: many in silent frames, a few in quiet ones, and in loud frames one per tick
-//!   only when the delay has left a wider band;
-//! - on underflow: when the next packet is simply not there yet (or is missing while
-//!   the delay is well short of a target that has just risen), the buffer conceals
-//!   while *holding* its place, so a delay spike lengthens the delay at once instead of
-//!   losing the packet. If the packet after it shows up instead, the missing one was lost
-//!   and the concealment already played stands in for it.
+//!   segment: many in silent frames, a few in quiet ones, and in loud frames up to
+//!   1.25 % of the samples (0.25 ms per 20 ms tick) only when the delay has left a
+//!   wider band. So in speech the delay moves by at most 1.25 ms per 100 ms, like
+//!   NetEQ's accelerate and preemptive expand, and never by a frame at once;
+//! - on underflow in a pause or a quiet frame (and in the first second of a stream,
+//!   while the delay is being learnt): when the next packet is simply not there yet (or
+//!   is missing while the delay is well short of a target that has just risen), the
+//!   buffer conceals while *holding* its place, so a delay spike lengthens the delay at
+//!   once instead of losing the packet. If the packet after it shows up instead, the
+//!   missing one was lost and the concealment already played stands in for it;
+//! - on underflow in speech, the missing frame is concealed as if lost and the timeline
+//!   moves on, so the delay does not jump mid-word; the packet, if it comes, is late,
+//!   the target rises and the steps above catch the delay up. (A decoder may ask to
+//!   be held for instead, [`FrameDecoder::holds_in_speech`]: Opus, whose in-band FEC
+//!   needs the packet after a gap, keeps the old behaviour.)
+//!
+//! The buffer never conceals merely to have samples for a step that drops some: a step
+//! takes what has been decoded.
 //!
 //! Clock drift is the slow case of the same: a sender at 8,001 Hz makes the delay creep
 //! up by a sample a second, and the quiet-frame steps take it back out.
@@ -37,8 +48,10 @@
 //! **Loss, order, timeline.** Packets are kept by sequence number and played by
 //! timestamp, so reordering within the buffer is harmless; duplicates are dropped; a
 //! packet whose time has passed is late and dropped. A lost packet is concealed (with the
-//! next packet handed over when it is there); after 60 ms of concealment in a row the
-//! buffer plays silence instead. A new SSRC, a timestamp jump beyond `max_delay` and four
+//! next packet handed over when it is there); after the decoder's concealment limit
+//! ([`FrameDecoder::concealment_limit`]: 60 ms by default, 100 ms for the pitch-based PLC
+//! of G.711 and G.722, which fades out by then) the buffer plays silence instead and
+//! tells the decoder ([`FrameDecoder::on_silence`]). A new SSRC, a timestamp jump beyond `max_delay` and four
 //! ticks (either way), or four rejected packets in a row resynchronise: the buffer drops
 //! the packets it holds and starts afresh on the packet that caused it. Sequence numbers and timestamps are
 //! extended to 64 bits as they wrap.
@@ -101,10 +114,11 @@ const MAX_FRAME_MS: i64 = 120;
 /// enough that the windowed minimum's wobble does not cause steps back and forth.
 const BAND_MS: i64 = 10;
 
-/// Concealment in a row before the buffer plays silence instead, in ms: G.711
-/// Appendix I's PLC has faded to silence by 60 ms, and longer repetition of the last
-/// sound is worse than silence (it turns a DTX pause into a drone).
-const CONCEAL_LIMIT_MS: i64 = 60;
+/// Concealment in a row before the buffer plays silence instead, in ms, unless the
+/// decoder says otherwise ([`FrameDecoder::concealment_limit`]): G.711 Appendix I's PLC
+/// has faded to silence by 60 ms, and longer repetition of the last sound is worse than
+/// silence (it turns a DTX pause into a drone).
+const DEFAULT_CONCEAL_LIMIT_MS: u64 = 60;
 
 /// Tolerance, in ms, when matching a packet's timestamp to the playout position, for
 /// senders whose timestamps do not quite add up to their frame lengths.
@@ -153,6 +167,21 @@ const SILENCE_LEVEL: i32 = 64;
 /// pause, where single-sample steps are inaudible.
 const LOW_LEVEL: i32 = 1024;
 
+/// Packets (a second of 20 ms packets) before the delay changes only by time-scale
+/// steps in speech. Until then the delay is being learnt, and a late packet says the
+/// delay is too short rather than that the network jittered: holding for it, as at
+/// the start of a talk-spurt, beats a run of late packets (and the resynchronisation
+/// four of them in a row would cause).
+const LEARNING_PACKETS: u64 = 50;
+
+/// In a loud frame, at most one sample in this many is inserted or dropped (1.25 %, 2
+/// samples of a 20 ms frame at 8 kHz: 0.25 ms per tick, 1.25 ms per 100 ms), and only
+/// when the delay has left the wide band. A 1.25 % tempo change for 20 ms is not heard
+/// in running speech (NetEQ's accelerate and preemptive expand change it by more, a
+/// pitch period at a time); a whole frame held or skipped is. Twice as many measured
+/// worse on a steady tone (tests/media_quality.rs), where each step is a phase jump.
+const SPEECH_STEP_DIVISOR: usize = 80;
+
 /// What the buffer asks of a codec at playout time.
 ///
 /// `out` is the buffer's own `Vec`, emptied and with room for 120 ms of audio; a
@@ -163,6 +192,24 @@ pub trait FrameDecoder {
     /// Conceals `samples` missing samples; `next` is the following packet if it has
     /// arrived (Opus decodes the lost frame from its in-band FEC), else None (PLC).
     fn conceal(&mut self, samples: usize, next: Option<&[u8]>, out: &mut Vec<i16>);
+    /// The buffer played silence where this decoder would have continued (a pause, or
+    /// concealment past its limit): the next frame starts afresh rather than ending a
+    /// loss (a pitch concealer then does not merge it with a stale continuation).
+    fn on_silence(&mut self) {}
+    /// How long concealment in a row is worth playing before the buffer plays silence
+    /// instead: as long as the decoder's PLC takes to fade out. The default, 60 ms, is
+    /// G.711 Appendix I's fade (and about libopus's).
+    fn concealment_limit(&self) -> Duration {
+        Duration::from_millis(DEFAULT_CONCEAL_LIMIT_MS)
+    }
+    /// Whether the buffer should hold its place for a packet that is late in the
+    /// middle of speech (the delay grows by the frame concealed meanwhile) rather than
+    /// conceal it as lost and keep the delay. False by default: a listener hears the
+    /// concealment either way, but not a delay that jumps. Opus says true: its in-band
+    /// FEC needs the packet after a gap, which holding waits for.
+    fn holds_in_speech(&self) -> bool {
+        false
+    }
 }
 
 /// Why a codec could not decode a payload. The buffer conceals the frame instead.
@@ -491,7 +538,6 @@ pub struct PlayoutBuffer {
     max_delay: i64,
     band: i64,
     slack: i64,
-    conceal_limit: i64,
     jump: i64,
     max_frame: usize,
 
@@ -518,6 +564,9 @@ pub struct PlayoutBuffer {
     conceal_run: i64,
     /// Samples concealed on underflow without moving `next_ts`.
     held: i64,
+    /// The last tick played was speech (peak above [`LOW_LEVEL`]): the delay may then
+    /// change only by time-scale steps, not by holding.
+    loud: bool,
     reject_streak: u32,
     /// Packets in a row from the SSRC we left.
     previous_streak: u32,
@@ -586,7 +635,6 @@ impl PlayoutBuffer {
             max_delay: max_delay_samples,
             band: ms(BAND_MS),
             slack: ms(SLACK_MS),
-            conceal_limit: ms(CONCEAL_LIMIT_MS),
             jump: max_delay_samples.saturating_add(JUMP_TICKS.saturating_mul(tick_i64)),
             max_frame,
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
@@ -603,6 +651,7 @@ impl PlayoutBuffer {
             frame_len: tick,
             conceal_run: 0,
             held: 0,
+            loud: false,
             reject_streak: 0,
             previous_streak: 0,
             fifo: Fifo::new(fifo),
@@ -791,6 +840,7 @@ impl PlayoutBuffer {
         self.started = false;
         self.conceal_run = 0;
         self.held = 0;
+        self.loud = false;
         self.reject_streak = 0;
         self.previous_streak = 0;
         self.frame_len = self.tick;
@@ -918,8 +968,11 @@ impl PlayoutBuffer {
             Step::Drop { wanted, .. } => wanted.min(n / 4),
             _ => 0,
         };
+        self.fill(wall, n + drop_margin, n, decoder);
+        // The buffer does not conceal just to have samples to drop: what is there is
+        // what may be dropped.
+        let drop_margin = drop_margin.min(self.fifo.len().saturating_sub(n));
         let need = n + drop_margin;
-        self.fill(wall, need, decoder);
 
         let Some(frame) = self.frame.get_mut(..need) else {
             out.fill(0);
@@ -934,16 +987,25 @@ impl PlayoutBuffer {
             .max()
             .unwrap_or(0);
         // Many steps where nobody can hear them, few in a speech pause, and in speech
-        // one per tick only when the delay is outside the wide band.
+        // a few per tick (1.25 %) only when the delay is outside the wide band; one per
+        // tick for a decoder that holds in speech instead (Opus: as it always did).
+        let speech_steps = if decoder.holds_in_speech() {
+            1
+        } else {
+            (n / SPEECH_STEP_DIVISOR).max(1)
+        };
         let allowed = |urgent: bool| {
             if peak <= SILENCE_LEVEL {
                 n / 4
             } else if peak <= LOW_LEVEL {
                 (n / 32).max(1)
+            } else if urgent {
+                speech_steps
             } else {
-                usize::from(urgent)
+                0
             }
         };
+        self.loud = peak > LOW_LEVEL;
         let (taken, k, dropped) = match step {
             Step::Drop { wanted, urgent } => {
                 let k = wanted.min(allowed(urgent)).min(drop_margin).min(n / 2);
@@ -1013,12 +1075,22 @@ impl PlayoutBuffer {
     }
 
     /// Decodes, conceals or waits until the FIFO holds `need` samples.
-    fn fill(&mut self, wall: i64, need: usize, decoder: &mut dyn FrameDecoder) {
+    ///
+    /// Once the FIFO holds `minimum` (this tick's samples) and the next packet is not
+    /// there yet, it stops rather than conceal for the rest (a drop's margin):
+    /// concealing a frame to drop a few samples of it would move the delay the wrong
+    /// way by a frame, or lose the packet.
+    fn fill(&mut self, wall: i64, need: usize, minimum: usize, decoder: &mut dyn FrameDecoder) {
         // Every round adds samples or moves a packet along (see `talk_step`); the bound
         // only guards against a decoder that returns nothing forever.
         let mut rounds = 2 * need + 2 * SLOTS + 8;
+        let mut need = need;
         while self.fifo.len() < need && rounds > 0 {
             rounds -= 1;
+            if self.mode == Mode::Talking && self.fifo.len() >= minimum && !self.packet_due() {
+                need = minimum;
+                break;
+            }
             match self.mode {
                 Mode::Waiting => {
                     let room = need - self.fifo.len();
@@ -1119,12 +1191,22 @@ impl PlayoutBuffer {
             // Nothing to play yet: the packet is late, lost, or the talker paused.
             // Conceal while holding our place (the delay grows by what is concealed),
             // for a while; then silence until a talk-spurt starts.
-            if self.conceal_run < self.conceal_limit {
-                let len = (self.frame_len as i64).min(self.conceal_limit - self.conceal_run);
+            let limit = self.conceal_limit(decoder);
+            let in_speech = self.steps_only(decoder);
+            if self.conceal_run < limit {
+                let len = (self.frame_len as i64).min(limit - self.conceal_run);
                 self.conceal(len, None, decoder);
-                self.held += len;
+                if in_speech {
+                    // In speech the timeline moves on: holding would move the delay by
+                    // a whole frame in the middle of a word. The packet, if it comes,
+                    // is late; the target rises and steps catch the delay up.
+                    self.next_ts += len;
+                } else {
+                    self.held += len;
+                }
             } else {
                 self.enter_waiting();
+                decoder.on_silence();
             }
             return;
         };
@@ -1135,16 +1217,18 @@ impl PlayoutBuffer {
             // Nothing lost, yet a timestamp gap: the sender paused (DTX). The next
             // packet starts a talk-spurt on its own schedule.
             self.enter_waiting();
+            decoder.on_silence();
             return;
         }
         // Packets are missing before `slot`: lost, or late because the delay is short
         // (the target just rose). In the second case, holding grows the delay now by a
         // frame of concealment (which a lost packet would have cost anyway) instead of
         // dropping the packet when it comes: a frame at a time, not a step at a time.
-        if self.current_delay + self.held < self.target - self.band / 2
-            && self.conceal_run < self.conceal_limit
+        if !self.steps_only(decoder)
+            && self.current_delay + self.held < self.target - self.band / 2
+            && self.conceal_run < self.conceal_limit(decoder)
         {
-            let len = (self.frame_len as i64).min(self.conceal_limit - self.conceal_run);
+            let len = (self.frame_len as i64).min(self.conceal_limit(decoder) - self.conceal_run);
             self.conceal(len, None, decoder);
             self.held += len;
             return;
@@ -1163,6 +1247,15 @@ impl PlayoutBuffer {
         let with_next = (len == gap).then_some(next);
         self.conceal(len, with_next, decoder);
         self.next_ts += len;
+    }
+
+    /// Whether the packet due at `next_ts` is there (without dropping anything).
+    fn packet_due(&self) -> bool {
+        self.slots.iter().any(|slot| {
+            slot.used
+                && slot.ts >= self.next_ts - self.slack
+                && slot.ts <= self.next_ts + self.slack
+        })
     }
 
     /// Finds the packet due at `next_ts` and the earliest one after it; drops (as late)
@@ -1229,8 +1322,9 @@ impl PlayoutBuffer {
     /// Conceals `len` samples (silence once the run is over the limit).
     fn conceal(&mut self, len: i64, next: Option<usize>, decoder: &mut dyn FrameDecoder) {
         let count = usize::try_from(len).unwrap_or(0).min(self.max_frame);
-        if self.conceal_run >= self.conceal_limit {
+        if self.conceal_run >= self.conceal_limit(decoder) {
             self.fifo.push(None, count, Kind::Silence);
+            decoder.on_silence();
         } else {
             self.scratch.clear();
             let next_payload = next.and_then(|index| {
@@ -1249,6 +1343,18 @@ impl PlayoutBuffer {
             wipe(&mut self.scratch);
         }
         self.conceal_run += len;
+    }
+
+    /// Whether the delay may change only by time-scale steps now: in speech, once the
+    /// first second of the stream has taught the buffer its delay, unless the decoder
+    /// would rather hold ([`FrameDecoder::holds_in_speech`]).
+    fn steps_only(&self, decoder: &dyn FrameDecoder) -> bool {
+        self.loud && self.slow.packets >= LEARNING_PACKETS && !decoder.holds_in_speech()
+    }
+
+    /// The decoder's concealment limit in output samples.
+    fn conceal_limit(&self, decoder: &dyn FrameDecoder) -> i64 {
+        duration_to_samples(decoder.concealment_limit(), self.out_rate)
     }
 
     /// Empties a slot, wiping its payload bytes (so a free slot's bytes are all zero).
@@ -1744,6 +1850,169 @@ mod tests {
         assert!(record.ticks[speech].iter().all(|&k| k != Playout::Silence));
     }
 
+    /// The test codec's frames with the pitch-based PLC of G.711 and G.722; `.1`: hold
+    /// for late packets in speech (as Opus does, and as every codec did before).
+    struct PitchPcm(crate::media::plc::PitchConcealer, bool);
+
+    impl FrameDecoder for PitchPcm {
+        fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+            let (frame, _) = Pcm::parse(payload).ok_or(DecodeError::Malformed)?;
+            let start = out.len();
+            out.extend(Pcm::samples(frame));
+            self.0.on_decoded(&mut out[start..]);
+            Ok(())
+        }
+
+        fn conceal(&mut self, samples: usize, _next: Option<&[u8]>, out: &mut Vec<i16>) {
+            self.0.conceal(samples, out);
+        }
+
+        fn on_silence(&mut self) {
+            self.0.on_silence();
+        }
+
+        fn concealment_limit(&self) -> Duration {
+            crate::media::plc::FADE_OUT
+        }
+
+        fn holds_in_speech(&self) -> bool {
+            self.1
+        }
+    }
+
+    /// Voiced and loud all the time: 140 Hz and four harmonics, peak about 9,000, so
+    /// that every frame is speech to the buffer (no pause to adapt in).
+    fn voiced(t: u32) -> i16 {
+        let x = f64::from(t) / f64::from(RATE);
+        let v: f64 = (1..=5)
+            .map(|k| (2.0 * std::f64::consts::PI * 140.0 * f64::from(k) * x).sin() / f64::from(k))
+            .sum();
+        (v * 5000.0) as i16
+    }
+
+    /// One continuous talk-spurt of `voiced` over a link with normally distributed
+    /// jitter (40 ± 30 ms). Returns, per tick, the playout delay (wall time minus the
+    /// timeline position of the next sample to play, ms), and the output.
+    fn normal_jitter_run(
+        seed: u64,
+        seconds: usize,
+        holds: bool,
+    ) -> (Vec<f64>, Vec<i16>, PlayoutStats) {
+        let ticks = seconds * 50;
+        let mut buffer = buffer();
+        let mut codec = PitchPcm(crate::media::plc::PitchConcealer::new(RATE), holds);
+        let params = LinkParams {
+            base_delay_ms: 20.0,
+            jitter_ms: 40.0,
+            jitter_sd_ms: 30.0,
+            spread: Spread::Normal,
+            ..LinkParams::default()
+        };
+        let mut link = SimLink::new(seed, params);
+        let packets = schedule(vec![spurt(ms(0), 1, 0, 0, 0, ticks, N, voiced, false)]);
+        let t0 = Instant::now();
+        let mut next = 0;
+        let mut frame = [0i16; N];
+        let (mut delays, mut out) = (Vec::new(), Vec::new());
+        for tick in 0..ticks + 20 {
+            let now = t0 + TICK * tick as u32;
+            while let Some((at, packet)) = packets.get(next) {
+                if t0 + *at > now + Duration::from_secs(1) {
+                    break;
+                }
+                link.send(t0 + *at, packet.clone());
+                next += 1;
+            }
+            for (arrival, p) in link.poll_arrivals(now) {
+                buffer.push(arrival, p.seq, p.ts, p.ssrc, p.marker, &p.payload);
+            }
+            buffer.pop(now, &mut codec, &mut frame);
+            out.extend_from_slice(&frame);
+            // Concealment played while holding is not on the timeline (yet).
+            let position = buffer.next_ts - buffer.held - buffer.fifo.len() as i64;
+            delays.push(((tick as i64 + 1) * N as i64 - position) as f64 / 8.0);
+        }
+        (delays, out, buffer.stats())
+    }
+
+    #[test]
+    fn normal_jitter_moves_the_delay_in_speech_only_by_small_time_scale_steps() {
+        let own = (0..8000u32)
+            .map(|t| (i32::from(voiced(t + 1)) - i32::from(voiced(t))).abs())
+            .max()
+            .unwrap();
+        let moves = |delays: &[f64]| {
+            let speech = &delays[50..delays.len() - 40];
+            let per_100ms = speech
+                .windows(6)
+                .map(|w| (w[5] - w[0]).abs())
+                .fold(0.0, f64::max);
+            let (lo, hi) = speech
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+            (per_100ms, hi - lo)
+        };
+        let mut worst_held: f64 = 0.0;
+        for seed in [1, 2, 3] {
+            // Holding for late packets, as the buffer did in speech before (and still
+            // does for Opus): a late packet moves the delay by a frame at once.
+            let (delays, _, stats) = normal_jitter_run(seed, 60, true);
+            let (held_100ms, held_range) = moves(&delays);
+            println!(
+                "seed {seed}, holding: delay moved {held_range:.1} ms in all, up to \
+                 {held_100ms:.2} ms per 100 ms; late {}",
+                stats.late
+            );
+            let (delays, out, stats) = normal_jitter_run(seed, 60, false);
+            // After the first second (the first packets set the delay), in 100 ms steps.
+            let speech = &delays[50..delays.len() - 40];
+            let per_100ms = speech
+                .windows(6)
+                .map(|w| (w[5] - w[0]).abs())
+                .fold(0.0, f64::max);
+            let per_tick = speech
+                .windows(2)
+                .map(|w| (w[1] - w[0]).abs())
+                .fold(0.0, f64::max);
+            let (lo, hi) = speech
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+            let jump = out[N * 50..N * (delays.len() - 40)]
+                .windows(2)
+                .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+                .max()
+                .unwrap();
+            println!(
+                "seed {seed}: delay {lo:.1}..{hi:.1} ms, largest move {per_tick:.2} ms per tick, \
+                 {per_100ms:.2} ms per 100 ms; largest sample step {jump} (signal's own {own}); \
+                 late {}, lost {}, concealed {}, inserted {}, dropped {}, target {:?}, \
+                 resyncs {}",
+                stats.late,
+                stats.lost,
+                stats.concealed,
+                stats.samples_inserted,
+                stats.samples_dropped,
+                stats.target_delay,
+                stats.resyncs
+            );
+            assert!(
+                per_100ms <= 3.0,
+                "seed {seed}: {per_100ms:.2} ms per 100 ms"
+            );
+            assert_eq!(stats.resyncs, 0, "seed {seed}");
+            worst_held = worst_held.max(held_100ms);
+            assert!(
+                jump as f64 <= 1.5 * own as f64,
+                "seed {seed}: step {jump}, own {own}"
+            );
+        }
+        // The control: holding did move the delay by more than a frame at once.
+        assert!(
+            worst_held > 10.0,
+            "holding moved it only {worst_held:.2} ms"
+        );
+    }
+
     #[test]
     fn random_loss_10_percent_is_concealed_with_fec_where_the_next_packet_is_there() {
         let mut buffer = buffer();
@@ -2195,7 +2464,10 @@ mod tests {
         );
         assert!((back - 1250) as f64 * 0.02 <= 20.0);
         assert!(settled < 3000);
-        assert!(late_in_spike <= 5, "{late_in_spike}");
+        // (At most 5 before loud frames stopped holding: a packet that misses its time
+        // in the middle of a syllable is now concealed and dropped when it comes,
+        // rather than held for, which moved the delay by a whole frame mid-word.)
+        assert!(late_in_spike <= 8, "{late_in_spike}");
     }
 
     #[test]

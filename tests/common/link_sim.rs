@@ -37,6 +37,9 @@ pub enum Spread {
     /// The median extra delay is about a third of `jitter_ms`, 1 % exceed 5 × `jitter_ms`;
     /// capped at 10 × `jitter_ms` so that one draw cannot stall a test.
     Pareto,
+    /// Normal with mean `jitter_ms` and standard deviation `jitter_sd_ms` (cut at zero
+    /// and at mean + 5 deviations): the "40 ± 30 ms" of a busy Wi-Fi or mobile link.
+    Normal,
 }
 
 /// The link's behaviour; every probability is per packet, in 0..=1.
@@ -46,6 +49,8 @@ pub struct LinkParams {
     pub loss: f64,
     /// Spread of the random part of the one-way delay, in milliseconds (see `spread`).
     pub jitter_ms: f64,
+    /// Standard deviation of the random part with [`Spread::Normal`], in milliseconds.
+    pub jitter_sd_ms: f64,
     /// Probability that a packet is held back by one to three send intervals more, so
     /// that it arrives after packets sent after it.
     pub reorder: f64,
@@ -284,6 +289,14 @@ impl<P: Clone> SimLink<P> {
                     .powf(-1.0 / PARETO_SHAPE)
                     - 1.0;
                 (tail * jitter).min(PARETO_CAP * jitter)
+            }
+            Spread::Normal => {
+                // Box–Muller from two uniform draws.
+                let other: f64 = self.rng.gen();
+                let z = (-2.0 * (1.0 - draw).max(f64::MIN_POSITIVE).ln()).sqrt()
+                    * (2.0 * std::f64::consts::PI * other).cos();
+                let sd = self.params.jitter_sd_ms.max(0.0);
+                (jitter + z.min(5.0) * sd).max(0.0)
             }
         };
         millis(self.params.base_delay_ms.max(0.0) + extra)
