@@ -6,6 +6,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod g722;
+pub mod inband_dtmf;
 pub mod opus;
 pub mod playout;
 pub mod resample;
