@@ -213,8 +213,8 @@ const ON_BLOCKS: u8 = 2;
 const OFF_BLOCKS: u8 = 3;
 
 /// Digits held for [`InbandDtmfDetector::poll_digit`]. A digit takes at
-/// least 5 blocks (on and off), so 16 cover one call with about a second of
-/// audio; a 20 ms frame never yields more than one.
+/// least two blocks, so 16 cover any slice of up to 0.4 s, whatever it
+/// holds; a 20 ms frame never yields more than one.
 const QUEUE: usize = 16;
 
 /// Errors from [`InbandDtmfDetector::new`].
@@ -396,7 +396,7 @@ pub struct InbandDtmfDetector {
     window: Box<[f32]>,
     /// How many samples of `block` are filled.
     filled: usize,
-    /// Filters of the rows, then the columns.
+    /// Filters of the rows.
     rows: [ToneFilters; 4],
     /// Filters of the columns.
     columns: [ToneFilters; 4],
@@ -482,7 +482,7 @@ impl InbandDtmfDetector {
     /// stable block.
     ///
     /// Returns at most one digit per call: should one call complete two key
-    /// presses (possible only with slices longer than about 50 ms), the
+    /// presses (possible only with slices longer than two blocks, 26.5 ms), the
     /// second waits for [`InbandDtmfDetector::poll_digit`] or the next call.
     /// Allocates nothing.
     pub fn handle_samples(&mut self, samples: &[i16]) -> Option<Digit> {
@@ -1342,9 +1342,9 @@ mod tests {
         // A loud talker (long-term -15 dBm0, syllables up to about -3 dBm0,
         // some clipped) for a minute and a quiet one (-25 dBm0) for 30 s.
         // Seeds 13 and 16 are two of the three seeds in 10..20 whose minute
-        // gave a false digit before the neighbour probes existed (a vowel on
-        // 697/1209 Hz at F0 = 235 Hz, energy share 0.947): without the
-        // probes this test fails.
+        // gave a false digit before the neighbour probes existed (seed 16: a
+        // vowel with partials on 697 and 1209 Hz at F0 = 237 Hz, energy share
+        // 0.947): without the probes the loud minute fails.
         for (dbm0, seconds, seed) in [(-15.0, 60.0, 16), (-25.0, 30.0, 13)] {
             let pcm = Signal {
                 rate: 8000.0,
