@@ -1,5 +1,5 @@
-//! Media plane building blocks: RTP, RFC 4733 events, codecs, loss concealment, the
-//! jitter buffer and the noise gate.
+//! Media plane building blocks: RTP, RFC 4733 events, in-band DTMF, codecs, loss
+//! concealment, the jitter buffer and the noise gate.
 //!
 //! Everything here is sans-IO: packets and samples in, packets and samples out.
 
@@ -8,6 +8,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod g722;
 pub mod gate;
+pub mod inband_dtmf;
 pub mod opus;
 pub mod playout;
 pub mod plc;
