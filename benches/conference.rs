@@ -138,6 +138,8 @@ fn run(case: &Case, members: usize) -> (f64, f64, u64) {
     for m in 0..members {
         let call = CallToken::from_raw(m as u64 + 1);
         let params = MediaParams {
+            inband_dtmf: sotto::conference::InbandDtmf::Off,
+            rfc4733_keys: true,
             codec: case.codec,
             fmtp: case.fmtp.map(str::to_string),
             audio_level_id: case.levels.then_some(1),

@@ -30,6 +30,7 @@ use crate::config::Codec;
 use crate::media::codec::{Decoder, Encoder, EncoderKey, Format, Unheard, MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::{Digit, DtmfReceiver};
 use crate::media::gate::{level_dbov, Voice, SILENCE_DBOV};
+use crate::media::inband_dtmf::InbandDtmfDetector;
 use crate::media::playout::{Playout, PlayoutBuffer};
 use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
@@ -129,6 +130,25 @@ pub struct MediaParams {
     pub receive: bool,
     /// SRTP keys; `None` for plain RTP.
     pub srtp: Option<SrtpKeys>,
+    /// Whether keys are listened for as tones in the audio while the PIN is typed.
+    pub inband_dtmf: InbandDtmf,
+    /// Whether RFC 4733 events are taken as keys (a trunk may say its keys come
+    /// another way; the packets are then dropped, never played as audio).
+    pub rfc4733_keys: bool,
+}
+
+/// Listening for keys as tones in the audio (for gateways that send neither RFC 4733
+/// events nor INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InbandDtmf {
+    /// Keys come as RFC 4733 events or INFO only.
+    #[default]
+    Off,
+    /// Keys come as tones.
+    On,
+    /// Tones until the caller sends a key out of band: many gateways send RFC 4733 or
+    /// INFO *and* leave the tones in the audio, and one key must count once.
+    UntilOutOfBand,
 }
 
 /// Random initial RTP values for a member's outgoing stream (RFC 3550 §5.1).
@@ -187,6 +207,8 @@ pub struct MediaCounters {
     pub foreign_source: u64,
     /// Digits received (counted, never stored).
     pub digits: u64,
+    /// Of these, digits recognised as tones in the audio.
+    pub inband_digits: u64,
     /// Packets sent.
     pub sent: u64,
     /// SRTP packets that failed authentication or the replay check (dropped).
@@ -212,6 +234,15 @@ enum Phase {
 struct Playback {
     queue: VecDeque<Prompt>,
     current: Option<(Arc<[i16]>, usize)>,
+}
+
+/// An in-band DTMF detector at the format's decode rate, when wanted (every rate a
+/// format decodes at is one the detector takes; `None` would only come from a bug).
+fn inband_detector(wanted: bool, format: Format) -> Option<Box<InbandDtmfDetector>> {
+    wanted
+        .then(|| InbandDtmfDetector::new(format.rate).ok())
+        .flatten()
+        .map(Box::new)
 }
 
 /// A resampler between two supported rates (Format guarantees them); `None` would only
@@ -244,6 +275,13 @@ pub struct Member {
     level_id: Option<u8>,
     reported: Option<(u8, u64)>,
     skipping: bool,
+    /// In-band DTMF detector at the member's decode rate, for callers whose keys come
+    /// as tones; fed while the PIN is typed.
+    inband: Option<Box<InbandDtmfDetector>>,
+    /// Whether a key out of band (RFC 4733, INFO) switches the detector off.
+    inband_until_out_of_band: bool,
+    /// Whether RFC 4733 events count as keys.
+    rfc4733_keys: bool,
     /// Own encoder: prompts, and the mix minus own while speaking.
     encoder: Encoder,
     dtmf: DtmfReceiver,
@@ -548,6 +586,9 @@ impl Conference {
             level_id: media.audio_level_id,
             reported: None,
             skipping: false,
+            inband: inband_detector(media.inband_dtmf != InbandDtmf::Off, format),
+            inband_until_out_of_band: media.inband_dtmf == InbandDtmf::UntilOutOfBand,
+            rfc4733_keys: media.rfc4733_keys,
             encoder: Encoder::new(format).ok()?,
             dtmf: DtmfReceiver::new(),
             last_rx: now,
@@ -778,6 +819,7 @@ impl Conference {
                     m.prompt_up = resampler(PROMPT_RATE, format.rate);
                     m.up = None;
                     m.down = None;
+                    m.inband = inband_detector(m.inband.is_some(), format);
                 }
                 _ => {
                     usable = false;
@@ -851,7 +893,17 @@ impl Conference {
     /// A key pressed by `call` that arrived outside its RTP stream (SIP INFO).
     pub fn handle_digit(&mut self, now: Instant, call: CallToken, digit: Digit) {
         if let Some(&slot) = self.by_token.get(&call) {
+            self.out_of_band_key(slot);
             self.on_digit(now, slot, digit);
+        }
+    }
+
+    /// A key came out of band: where tones were listened for only until then, stop.
+    fn out_of_band_key(&mut self, slot: usize) {
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            if m.inband_until_out_of_band {
+                m.inband = None;
+            }
         }
     }
 
@@ -919,8 +971,14 @@ impl Conference {
         }
         m.last_rx = now;
         if Some(header.payload_type) == m.telephone_event {
+            if !m.rfc4733_keys {
+                return;
+            }
             match m.dtmf.handle_packet(header.timestamp, payload) {
-                Ok(Some(digit)) => self.on_digit(now, slot, digit),
+                Ok(Some(digit)) => {
+                    self.out_of_band_key(slot);
+                    self.on_digit(now, slot, digit)
+                }
                 Ok(None) => {}
                 Err(_) => self.counters.malformed += 1,
             }
@@ -930,7 +988,10 @@ impl Conference {
             // Comfort noise (PT 13) and anything not negotiated is not audio for us.
             return;
         }
-        if !m.receive || !matches!(m.phase, Phase::Joined(_)) {
+        // Audio is buffered for the mix, and before that only where keys are listened
+        // for in it.
+        let listening = matches!(m.phase, Phase::Ivr(_)) && m.inband.is_some();
+        if !m.receive || !(matches!(m.phase, Phase::Joined(_)) || listening) {
             return;
         }
         if let Some(id) = m.level_id {
@@ -992,6 +1053,36 @@ impl Conference {
         }
     }
 
+    /// Members typing their PIN as tones: one decoded frame each into their detector
+    /// (never into the mix).
+    fn listen_for_tones(&mut self, now: Instant) {
+        for slot in 0..self.slots.len() {
+            let Some(m) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if !(matches!(m.phase, Phase::Ivr(_)) && m.receive) {
+                continue;
+            }
+            let Some(detector) = m.inband.as_mut() else {
+                continue;
+            };
+            let n = m.format.frame_samples();
+            if m.playout.pop(now, &mut m.decoder, &mut m.native[..n]) == Playout::Silence {
+                continue;
+            }
+            let mut digit = detector.handle_samples(&m.native[..n]);
+            // At most one key completes per 20 ms frame; the queue is drained anyway.
+            while let Some(d) = digit {
+                self.counters.inband_digits += 1;
+                self.on_digit(now, slot, d);
+                digit = self.slots[slot]
+                    .as_mut()
+                    .and_then(|m| m.inband.as_mut())
+                    .and_then(|d| d.poll_digit());
+            }
+        }
+    }
+
     /// One frame per joined member from its playout buffer, and its level.
     ///
     /// A member that is not speaking and whose RFC 6464 level says it is below the
@@ -1000,6 +1091,7 @@ impl Conference {
     /// as soon as it reports a level above the gate, which arrives with the packet,
     /// a jitter-buffer delay before the audio plays.
     fn take_input(&mut self, now: Instant) {
+        self.listen_for_tones(now);
         let gate = self.settings.noise_gate_dbov;
         let auto_gain = self.settings.auto_gain;
         let ticks = self.ticks;
@@ -1358,6 +1450,7 @@ fn play_prompt(prompts: &Prompts, m: &mut Member) -> (bool, bool) {
 mod tests {
     use super::*;
     use crate::media::g711::{ulaw_decode, ulaw_encode};
+    use std::f64::consts::PI;
 
     const TICK: Duration = Duration::from_millis(20);
     const FRAME_SAMPLES: usize = 160;
@@ -1401,6 +1494,8 @@ mod tests {
             send: true,
             receive: true,
             srtp: None,
+            inband_dtmf: InbandDtmf::Off,
+            rfc4733_keys: true,
         }
     }
 
@@ -1526,6 +1621,173 @@ mod tests {
         assert_eq!(heard(3) as i32, q(a + b));
         // The silent fourth member is a listener: the full mix.
         assert_eq!(heard(4) as i32, q(a + b + c));
+    }
+
+    /// 20 ms µ-law frames of the DTMF keys in `keys` (70 ms tone, 70 ms pause, each
+    /// tone at about -10 dBm0), with low noise, after `lead` silent frames.
+    fn tone_frames(keys: &str, lead: usize) -> Vec<[u8; FRAME_SAMPLES]> {
+        let freqs = |k: char| -> (f64, f64) {
+            let rows = [697.0, 770.0, 852.0, 941.0];
+            let cols = [1209.0, 1336.0, 1477.0, 1633.0];
+            let (r, c) = match k {
+                '1' => (0, 0),
+                '2' => (0, 1),
+                '3' => (0, 2),
+                '4' => (1, 0),
+                '5' => (1, 1),
+                '6' => (1, 2),
+                '7' => (2, 0),
+                '8' => (2, 1),
+                '9' => (2, 2),
+                '*' => (3, 0),
+                '0' => (3, 1),
+                _ => (3, 2),
+            };
+            (rows[r], cols[c])
+        };
+        let mut pcm = vec![0i16; lead * FRAME_SAMPLES];
+        let mut noise = 0x2545_f491u32;
+        for k in keys.chars() {
+            let (f1, f2) = freqs(k);
+            for n in 0..1120 {
+                let t = n as f64 / 8000.0;
+                let on = n < 560;
+                let tone = if on {
+                    5000.0 * ((2.0 * PI * f1 * t).sin() + (2.0 * PI * f2 * t).sin())
+                } else {
+                    0.0
+                };
+                noise ^= noise << 13;
+                noise ^= noise >> 17;
+                noise ^= noise << 5;
+                let hiss = f64::from((noise >> 24) as u8) - 128.0;
+                pcm.push((tone + hiss) as i16);
+            }
+        }
+        pcm.resize(
+            pcm.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES + 10 * FRAME_SAMPLES,
+            0,
+        );
+        pcm.chunks(FRAME_SAMPLES)
+            .map(|c| {
+                let mut f = [0u8; FRAME_SAMPLES];
+                for (o, &x) in f.iter_mut().zip(c) {
+                    *o = ulaw_encode(x);
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// Plays `frames` as RTP into `slot` from `from`, one per tick, with the ticks.
+    fn play(
+        conf: &mut Conference,
+        slot: usize,
+        from: u8,
+        frames: &[[u8; FRAME_SAMPLES]],
+        t0: Instant,
+    ) {
+        let mut sender = RtpSender::new(4242, 1, 8000, 0);
+        let mut now = t0;
+        for f in frames {
+            now += TICK;
+            let mut buf = [0u8; 256];
+            let n = sender.write(f, FRAME_SAMPLES as u32, &mut buf).unwrap();
+            conf.handle_rtp(now, slot, addr(from), &mut buf[..n]);
+            conf.handle_tick(now);
+            conf.drain_transmits(|_, _, _| {});
+        }
+    }
+
+    fn pin_attempts(conf: &mut Conference) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| conf.poll_event())
+            .filter_map(|e| match e {
+                ConferenceEvent::PinEntered { attempt, .. } => Some(attempt.0.to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pin_typed_as_tones_is_heard_where_the_trunk_says_so() {
+        let t0 = Instant::now();
+        let frames = tone_frames("31415926#", 10);
+        // Keys as tones: the PIN is read from the audio.
+        let mut conf = Conference::new(settings(), prompts());
+        let slot = conf
+            .add_member(
+                t0,
+                CallToken::from_raw(21),
+                MediaParams {
+                    inband_dtmf: InbandDtmf::On,
+                    ..media(1)
+                },
+                seed(1),
+            )
+            .unwrap();
+        play(&mut conf, slot, 1, &frames, t0);
+        assert_eq!(pin_attempts(&mut conf), [b"31415926".to_vec()]);
+        assert_eq!(conf.counters().inband_digits, 9);
+        // Without: the same audio types nothing.
+        let mut conf = Conference::new(settings(), prompts());
+        let slot = conf
+            .add_member(t0, CallToken::from_raw(22), media(1), seed(1))
+            .unwrap();
+        play(&mut conf, slot, 1, &frames, t0);
+        assert!(pin_attempts(&mut conf).is_empty());
+        assert_eq!(conf.counters().digits, 0);
+    }
+
+    #[test]
+    fn a_key_out_of_band_stops_the_tone_listener_where_it_was_only_a_fallback() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let call = CallToken::from_raw(23);
+        let slot = conf
+            .add_member(
+                t0,
+                call,
+                MediaParams {
+                    inband_dtmf: InbandDtmf::UntilOutOfBand,
+                    ..media(1)
+                },
+                seed(1),
+            )
+            .unwrap();
+        // One key by INFO: from then on the tones in the audio are not keys.
+        conf.handle_digit(t0, call, Digit::from_event(7).unwrap());
+        play(&mut conf, slot, 1, &tone_frames("123#", 5), t0);
+        conf.handle_digit(t0 + TICK * 100, call, Digit::from_event(11).unwrap());
+        assert_eq!(pin_attempts(&mut conf), [b"7".to_vec()]);
+        assert_eq!(conf.counters().inband_digits, 0);
+    }
+
+    #[test]
+    fn rfc_4733_events_are_ignored_where_the_trunk_says_keys_come_otherwise() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let slot = conf
+            .add_member(
+                t0,
+                CallToken::from_raw(24),
+                MediaParams {
+                    rfc4733_keys: false,
+                    ..media(1)
+                },
+                seed(1),
+            )
+            .unwrap();
+        let mut tx = Tx::new(1);
+        let mut now = t0;
+        for ev in [1u8, 11] {
+            for pkt in tx.digit(ev) {
+                conf.handle_rtp(now, slot, addr(1), &mut pkt.clone());
+            }
+            now += TICK;
+            conf.handle_tick(now);
+        }
+        assert!(pin_attempts(&mut conf).is_empty());
+        assert_eq!(conf.counters().digits, 0);
     }
 
     #[test]

@@ -13,6 +13,9 @@ Layout:   [silence --pre s] [RFC 4733 digits --dtmf] [silence --post-dtmf s]
 Info:     --info FILE writes JSON {"duration_ms", "dtmf_end_ms": [end of each
           entry, ms from the first packet], "packets"} (no tshark needed).
 Codec:    PCMU (PT 0) or PCMA (PT 8), 8 kHz, --ptime ms; events PT --dtmf-pt.
+In-band:  --dtmf-inband sends the digits as DTMF tone pairs in the audio instead
+          (ITU-T Q.23 frequencies, --dtmf-ms on, --dtmf-gap-ms off, each tone at
+          about -10 dBm0, over low noise), for gateways that send no events.
 Optional: --srtp-key <base64 30 bytes>: encrypt every packet as SRTP
           (AES_CM_128_HMAC_SHA1_80, RFC 3711) with that master key+salt, so
           SIPp can "speak" SRTP-SDES: put the same key in the SDP a=crypto.
@@ -114,6 +117,8 @@ def main():
     ap.add_argument("--group-gap", type=float, default=3.0,
                     help="seconds of silence between space-separated DTMF entries")
     ap.add_argument("--dtmf-pt", type=int, default=101)
+    ap.add_argument("--dtmf-inband", action="store_true",
+                    help="digits as tones in the audio, not RFC 4733 events")
     ap.add_argument("--dtmf-ms", type=int, default=160, help="event duration per digit")
     ap.add_argument("--dtmf-gap-ms", type=int, default=100, help="silence between digits")
     ap.add_argument("--post-dtmf", type=float, default=0.5, help="silence after the digits")
@@ -157,6 +162,33 @@ def main():
         st["phase"] += spp
         return bytes(out)
 
+    rows, cols = [697, 770, 852, 941], [1209, 1336, 1477, 1633]
+    keypad = ["123A", "456B", "789C", "*0#D"]
+    rng = [12345]
+
+    def hiss():
+        # A small LCG: low noise (about -60 dBm0) so the tones are not on pure silence.
+        rng[0] = (rng[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return (rng[0] >> 16) % 65 - 32
+
+    def inband_digit(d):
+        r = next(i for i, row in enumerate(keypad) if d in row)
+        f1, f2 = rows[r], cols[keypad[r].index(d)]
+        on = max(1, a.dtmf_ms // a.ptime)
+        off = max(1, a.dtmf_gap_ms // a.ptime)
+        for k in range(on + off):
+            out = bytearray()
+            for i in range(spp):
+                n = k * spp + i
+                v = hiss()
+                if k < on:
+                    v += int(5000 * (math.sin(2 * math.pi * f1 * n / 8000)
+                                     + math.sin(2 * math.pi * f2 * n / 8000)))
+                out.append(enc(v))
+            pkts.append((st["t"], rtp(pt, False, st["ts"], bytes(out))))
+            st["ts"] += spp
+            st["t"] += a.ptime / 1000.0
+
     audio(int(a.pre * 1000 / a.ptime), lambda: silence)
     groups = a.dtmf.split()
     dtmf_end_ms = []
@@ -167,6 +199,9 @@ def main():
             if d.upper() not in DIGITS:
                 sys.exit(f"bad DTMF digit {d!r}")
             ev = DIGITS[d.upper()]
+            if a.dtmf_inband:
+                inband_digit(d.upper())
+                continue
             ts0 = st["ts"]
             n = max(1, a.dtmf_ms // a.ptime)
             for i in range(n):
@@ -208,7 +243,8 @@ def main():
             json.dump({"duration_ms": int(round(dur * 1000)), "dtmf_end_ms": dtmf_end_ms,
                        "packets": len(pkts)}, f)
     print(f"{a.out}: {len(pkts)} packets, {dur:.2f} s, codec {a.codec}/PT{pt}, "
-          f"dtmf '{a.dtmf}' PT{a.dtmf_pt}, tone {a.tone:g} Hz {a.secs:g}s"
+          f"dtmf '{a.dtmf}' " + ("in-band" if a.dtmf_inband else f"PT{a.dtmf_pt}")
+          + f", tone {a.tone:g} Hz {a.secs:g}s"
           + (", SRTP" if srtp else ""))
 
 

@@ -6,7 +6,9 @@
 //! and shard events into SIP actions (hang up), and verifies PINs on the blocking pool
 //! so that argon2 never runs on the mixer threads or this loop.
 
-use crate::conference::{ConferenceEvent, HangupReason, MediaParams, RoomKey, RtpSeed, SrtpKeys};
+use crate::conference::{
+    ConferenceEvent, HangupReason, InbandDtmf, MediaParams, RoomKey, RtpSeed, SrtpKeys,
+};
 use crate::config::{Config, DtmfMode, TrunkId, UnknownTarget};
 use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
@@ -393,8 +395,25 @@ impl Signalling {
         Ok((sdp, n))
     }
 
-    fn media_params(n: &crate::sip::sdp::Negotiated, srtp: Option<SrtpKeys>) -> MediaParams {
+    fn media_params(
+        &self,
+        n: &crate::sip::sdp::Negotiated,
+        srtp: Option<SrtpKeys>,
+        trunk: Option<TrunkId>,
+    ) -> MediaParams {
         let answer = n.offered_direction.answer();
+        // Tones are listened for only on trunks (a phone sends RFC 4733): always for
+        // `inband`; for `auto` only when the offer has no telephone-event (a gateway
+        // that negotiates it sends it, and may leave the tones in the audio as well:
+        // one key must count once), and then until a key comes by INFO.
+        let mode = trunk
+            .and_then(|t| self.config.trunks.get(t))
+            .map(|t| t.dtmf);
+        let inband_dtmf = match mode {
+            Some(DtmfMode::Inband) => InbandDtmf::On,
+            Some(DtmfMode::Auto) if n.telephone_event.is_none() => InbandDtmf::UntilOutOfBand,
+            _ => InbandDtmf::Off,
+        };
         MediaParams {
             codec: n.codec,
             fmtp: n.fmtp.clone(),
@@ -405,6 +424,8 @@ impl Signalling {
             send: answer.sends(),
             receive: answer.receives(),
             srtp,
+            inband_dtmf,
+            rfc4733_keys: matches!(mode, None | Some(DtmfMode::Rfc4733 | DtmfMode::Auto)),
         }
     }
 
@@ -497,7 +518,7 @@ impl Signalling {
             SecurityMode::Plain
         };
         let suite = srtp.as_ref().map(|k| k.local.suite.sdes_name());
-        let media = Self::media_params(&n, srtp.clone());
+        let media = self.media_params(&n, srtp.clone(), trunk);
         let shard = self.pick_shard();
         let seed = RtpSeed {
             ssrc: rand::random(),
@@ -601,7 +622,7 @@ impl Signalling {
             crypto: srtp.as_ref().map(|k| &k.local),
         }
         .render();
-        let media = Self::media_params(&n, srtp.clone());
+        let media = self.media_params(&n, srtp.clone(), trunk);
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.srtp = srtp;
             entry.sdp_version = version;
