@@ -64,6 +64,10 @@ const MIN_SPEAKER_TICKS: u64 = 20;
 /// Ticks an RFC 6464 level report stays good for: a packet or two may be late.
 const LEVEL_FRESH_TICKS: u64 = 3;
 
+/// How long packets from a caller's old media source are not latched after a
+/// re-INVITE moved its media: longer than any jitter buffer holds a straggler.
+const STALE_SOURCE_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Index of a room in the config's room list.
 pub type RoomKey = usize;
 
@@ -259,6 +263,11 @@ pub struct Member {
     telephone_event: Option<u8>,
     remote: Option<SocketAddr>,
     latched: Option<(SocketAddr, u32)>,
+    /// The media address the caller's last SDP named.
+    sdp_remote: Option<SocketAddr>,
+    /// After a re-INVITE moved the caller's media: its old source, whose packets still
+    /// in flight must not win the new latch, and until when they are ignored.
+    stale_source: Option<(SocketAddr, Instant)>,
     /// Whether signalling has been told that media arrived (once per call).
     media_verified: bool,
     /// SRTP: the keys, and the inbound and outbound contexts made from them.
@@ -575,6 +584,8 @@ impl Conference {
             telephone_event: media.telephone_event,
             remote: media.remote,
             latched: None,
+            sdp_remote: media.remote,
+            stale_source: None,
             media_verified: false,
             srtp,
             send: media.send,
@@ -778,7 +789,7 @@ impl Conference {
     ///
     /// An offer without keys while the call has SRTP keeps the contexts: signalling
     /// refuses such a downgrade (488) before it gets here.
-    pub fn update_media(&mut self, call: CallToken, media: MediaParams) -> bool {
+    pub fn update_media(&mut self, now: Instant, call: CallToken, media: MediaParams) -> bool {
         let new_srtp = match media.srtp {
             // Same keys: keep the contexts (and their rollover counters and replay windows).
             Some(keys) => match self
@@ -832,7 +843,16 @@ impl Conference {
         m.telephone_event = media.telephone_event;
         m.level_id = media.audio_level_id;
         m.reported = None;
-        if m.latched.is_none() {
+        if media.remote != m.sdp_remote {
+            // The caller moved its media (transfer, another device, unhold to a new
+            // port): latch afresh on what comes next, but not on stragglers from the
+            // old source.
+            if let Some((old, _)) = m.latched.take() {
+                m.stale_source = Some((old, now + STALE_SOURCE_HOLD));
+            }
+            m.sdp_remote = media.remote;
+            m.remote = media.remote;
+        } else if m.latched.is_none() {
             m.remote = media.remote;
         }
         m.send = media.send && usable;
@@ -944,6 +964,14 @@ impl Conference {
             self.counters.malformed += 1;
             return;
         };
+        if let Some((old, until)) = m.stale_source {
+            if now >= until {
+                m.stale_source = None;
+            } else if m.latched.is_none() && source == old {
+                self.counters.foreign_source += 1;
+                return;
+            }
+        }
         match m.latched {
             None => {
                 // Symmetric RTP (RFC 4961): answer where the packets really come from.
@@ -1791,6 +1819,59 @@ mod tests {
     }
 
     #[test]
+    fn a_reinvite_to_a_new_address_moves_the_latch_and_the_audio_keeps_flowing() {
+        let t0 = Instant::now();
+        let mut conf = Conference::new(settings(), prompts());
+        let (a, b) = (CallToken::from_raw(31), CallToken::from_raw(32));
+        let sa = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+        conf.add_member(t0, b, media(2), seed(2)).unwrap();
+        conf.join(t0, a, 0);
+        conf.join(t0, b, 0);
+        let level = ulaw_decode(ulaw_encode(4000));
+        let mut tx = Tx::new(1);
+        let mut now = t0;
+        // Heard by b: packets of a's level; sent to: where a's packets go.
+        let mut run = |conf: &mut Conference, now: &mut Instant, from: &[u8], ticks: usize| {
+            let (mut heard, mut to_a) = (0, Vec::new());
+            for _ in 0..ticks {
+                *now += TICK;
+                for &f in from {
+                    conf.handle_rtp(*now, sa, addr(f), &mut tx.audio(4000));
+                }
+                conf.handle_tick(*now);
+                conf.drain_transmits(|_, dest, bytes| {
+                    if dest == addr(2) {
+                        if let Ok((_, p)) = rtp::parse(bytes) {
+                            if p.iter().all(|&c| ulaw_decode(c) == level) {
+                                heard += 1;
+                            }
+                        }
+                    } else if dest != addr(2) {
+                        to_a.push(dest);
+                    }
+                });
+            }
+            (heard, to_a)
+        };
+        let (heard, _) = run(&mut conf, &mut now, &[1], 30);
+        assert!(heard > 15, "b hears a before the move ({heard})");
+        // a's phone moves to a new port (transfer, unhold elsewhere): re-INVITE.
+        assert!(conf.update_media(now, a, media(7)));
+        // Stragglers from the old port arrive first: they must not win the latch.
+        let (_, _) = run(&mut conf, &mut now, &[1], 2);
+        let (heard, to_a) = run(&mut conf, &mut now, &[7], 40);
+        assert!(heard > 25, "b stopped hearing a after the move ({heard})");
+        assert!(
+            to_a.iter().skip(5).all(|&d| d == addr(7)),
+            "a's audio goes to the old port"
+        );
+        // The old port is now foreign.
+        let before = conf.counters().foreign_source;
+        run(&mut conf, &mut now, &[1], 1);
+        assert_eq!(conf.counters().foreign_source, before + 1);
+    }
+
+    #[test]
     fn keys_from_sip_info_type_the_pin_like_rfc_4733_events() {
         let t0 = Instant::now();
         let mut conf = Conference::new(settings(), prompts());
@@ -2377,7 +2458,7 @@ mod tests {
         assert!(share(&last(&pb), 500.0, 8000) > 0.5);
         // a switches to Opus mid-call (a new sender: new SSRC and payload type).
         let mut pa2 = CodecPhone::new(9, Codec::Opus);
-        conf.update_media(a, pa2.params(1));
+        conf.update_media(t0, a, pa2.params(1));
         assert_eq!(
             conf.room_rate(5),
             48_000,
@@ -2394,7 +2475,7 @@ mod tests {
         );
         // And back: the room returns to 8 kHz.
         let mut pa3 = CodecPhone::new(10, Codec::Pcmu);
-        conf.update_media(a, pa3.params(1));
+        conf.update_media(t0, a, pa3.params(1));
         assert_eq!(conf.room_rate(5), 8000);
         step(&mut conf, &mut pa3, &mut pb, 100);
         assert!(

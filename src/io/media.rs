@@ -252,12 +252,12 @@ fn run(
                     let slot = conf.adopt(now, member, room);
                     place(&mut sockets, slot, socket);
                     if let Some(media) = pending.remove(&call) {
-                        conf.update_media(call, media);
+                        conf.update_media(now, call, media);
                     }
                 }
                 ShardCommand::UpdateMedia { call, media } => {
                     if conf.slot_of(call).is_some() {
-                        conf.update_media(call, media);
+                        conf.update_media(now, call, media);
                     } else {
                         // Signalling already points at this shard while the member is
                         // still in transit from the other one (or gone: then the entry
