@@ -2941,3 +2941,188 @@ fn info_dtmf_in_a_call_is_answered_and_reported_once_per_request() {
     let stray = Req::in_dialog("INFO", "z9hG4bKi5", "nocall@x", 1, "nosuchtag");
     assert_eq!(codes(&b.deliver(1_200, stray.build())), [481]);
 }
+
+// ---- 17. session timers (RFC 4028), UPDATE (RFC 3311), 100rel (RFC 3262) ---------------------
+
+/// An INVITE that supports session timers and asks for `se` (with its extra headers).
+fn timer_invite(branch: &str, call_id: &str, se: &str) -> Req {
+    Req::invite(branch, call_id)
+        .header("Supported: timer")
+        .header(&format!("Session-Expires: {se}"))
+        .header("Allow: INVITE, ACK, BYE, CANCEL, UPDATE")
+}
+
+/// Accepts `invite` at 0 ms and ACKs at 10 ms; returns the call, our tag and the 2xx.
+fn timed_call(b: &mut Bench, invite: &Req) -> (CallToken, String, Response) {
+    assert!(b.deliver(0, invite.build()).is_empty());
+    let (call, _, _) = b.incoming();
+    let out = b.accept(0, call, ANSWER);
+    assert_eq!(codes(&out), [200]);
+    let ok = response(&out[0]);
+    let tag = to_tag(&ok).unwrap();
+    assert!(b.deliver(10, ack_2xx(invite, &tag).build()).is_empty());
+    (call, tag, ok)
+}
+
+fn bye_and_ended(b: &mut Bench, sent: &[(u64, Transmit)], call: CallToken) -> u64 {
+    let byes: Vec<u64> = sent
+        .iter()
+        .filter(|(_, t)| matches!(parse_message(t), Message::Request(r) if r.method.to_string() == "BYE"))
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        !byes.is_empty(),
+        "no BYE: {:?}",
+        texts(sent.iter().map(|(_, t)| t))
+    );
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended { call: c, reason: EndReason::SessionExpired }] if *c == call
+    ));
+    byes[0]
+}
+
+#[test]
+fn a_session_whose_caller_stops_refreshing_is_ended_with_bye() {
+    let mut b = Bench::new();
+    let (call, _, ok) = timed_call(&mut b, &timer_invite("z9hG4bKst1", "st1@x", "120"));
+    assert_eq!(
+        raw(&ok, Name::SESSION_EXPIRES).as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert!(tokens(&raw(&ok, Name::REQUIRE).unwrap()).contains(&"TIMER".to_string()));
+    // No refresh: BYE at 120 - min(32, 40) = 88 s after our 2xx (RFC 4028 §10).
+    assert!(b.run_until(87_999).is_empty());
+    let sent = b.run_until(90_000);
+    assert_eq!(bye_and_ended(&mut b, &sent, call), 88_000);
+    assert_eq!(b.ep.dialogs(), 0);
+}
+
+#[test]
+fn refreshes_by_reinvite_and_update_keep_the_session() {
+    let mut b = Bench::new();
+    let invite = timer_invite("z9hG4bKst2", "st2@x", "120");
+    let (call, tag, _) = timed_call(&mut b, &invite);
+    // A re-INVITE refresh at 60 s: answered with the timer again.
+    let mut re = Req::in_dialog("INVITE", "z9hG4bKst2r", "st2@x", 2, &tag)
+        .header("Supported: timer")
+        .header("Session-Expires: 120;refresher=uac");
+    re.content_type = Some("application/sdp".into());
+    re.body = OFFER.into();
+    assert!(b.deliver(60_000, re.build()).is_empty());
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { .. }]));
+    let out = b.accept(60_000, call, ANSWER);
+    assert_eq!(
+        raw(&response(&out[0]), Name::SESSION_EXPIRES).as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert!(b.deliver(60_010, ack_2xx(&re, &tag).build()).is_empty());
+    // An UPDATE without a body at 140 s: 200 with the timer.
+    let up = Req::in_dialog("UPDATE", "z9hG4bKst2u", "st2@x", 3, &tag)
+        .header("Supported: timer")
+        .header("Session-Expires: 120;refresher=uac");
+    let out = b.deliver(140_000, up.build());
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(
+        raw(&response(&out[0]), Name::SESSION_EXPIRES).as_deref(),
+        Some("120;refresher=uac")
+    );
+    assert!(b.events().is_empty());
+    // Nothing until 140 + 88 s; then the BYE.
+    assert!(b.run_until(227_999).is_empty());
+    let sent = b.run_until(230_000);
+    assert_eq!(bye_and_ended(&mut b, &sent, call), 228_000);
+}
+
+#[test]
+fn an_interval_below_min_se_gets_422_with_ours() {
+    let mut b = Bench::new();
+    let invite = timer_invite("z9hG4bKst3", "st3@x", "30");
+    let out = b.deliver(0, invite.build());
+    assert_eq!(codes(&out), [422]);
+    assert_eq!(raw(&response(&out[0]), Name::MIN_SE).as_deref(), Some("90"));
+    assert!(b.events().is_empty());
+}
+
+#[test]
+fn when_asked_to_refresh_we_send_update_and_a_failed_refresh_ends_the_call() {
+    let mut b = Bench::new();
+    let (call, _, ok) = timed_call(
+        &mut b,
+        &timer_invite("z9hG4bKst4", "st4@x", "120;refresher=uas"),
+    );
+    assert_eq!(
+        raw(&ok, Name::SESSION_EXPIRES).as_deref(),
+        Some("120;refresher=uas")
+    );
+    // Our UPDATE at half the interval.
+    let sent = b.run_until(60_000);
+    assert_eq!(sent.len(), 1, "{:?}", texts(sent.iter().map(|(_, t)| t)));
+    assert_eq!(sent[0].0, 60_000);
+    let update = request(&sent[0].1);
+    assert_eq!(update.method.to_string(), "UPDATE");
+    assert_eq!(
+        raw(&update, Name::SESSION_EXPIRES).as_deref(),
+        Some("120;refresher=uas")
+    );
+    assert!(update.body.is_empty());
+    // The caller says 200: the next refresh is due 60 s later.
+    let ok = respond_to(&sent[0].1, 200);
+    assert!(b.deliver(60_050, ok).is_empty());
+    assert!(b.events().is_empty());
+    let sent = b.run_until(120_000);
+    let updates: Vec<&Transmit> = sent
+        .iter()
+        .map(|(_, t)| t)
+        .filter(
+            |t| matches!(parse_message(t), Message::Request(r) if r.method.to_string() == "UPDATE"),
+        )
+        .collect();
+    assert_eq!(updates.len(), 1);
+    // This time 481: the caller no longer has the call. BYE and the end.
+    let gone = respond_to(updates[0], 481);
+    let out = b.deliver(120_050, gone);
+    assert_eq!(request(&out[0]).method.to_string(), "BYE");
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Ended { call: c, reason: EndReason::SessionExpired }] if *c == call
+    ));
+}
+
+#[test]
+fn update_with_an_offer_is_answered_by_the_application_and_prack_and_100rel_are_fine() {
+    let mut b = Bench::new();
+    let invite = Req::invite("z9hG4bKup1", "up1@x").header("Require: 100rel");
+    let (call, tag) = b.confirmed_call(invite);
+    let mut up = Req::in_dialog("UPDATE", "z9hG4bKup2", "up1@x", 2, &tag);
+    up.content_type = Some("application/sdp".into());
+    up.body = OFFER.into();
+    assert!(b.deliver(1_000, up.build()).is_empty());
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { call: c, .. }] if *c == call));
+    let out = b.accept(1_000, call, ANSWER);
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(cseq_method(&response(&out[0])), "UPDATE");
+    assert_eq!(&response(&out[0]).body[..], ANSWER.as_bytes());
+    // A PRACK for a provisional response we never sent.
+    let prack = Req::in_dialog("PRACK", "z9hG4bKup3", "up1@x", 3, &tag);
+    assert_eq!(codes(&b.deliver(1_100, prack.build())), [481]);
+    // UPDATE outside a dialog.
+    let stray = Req::in_dialog("UPDATE", "z9hG4bKup4", "nocall@x", 1, "nosuchtag");
+    assert_eq!(codes(&b.deliver(1_200, stray.build())), [481]);
+}
+
+/// A response from the caller to the request `t` we sent: same Via, From, To, Call-ID
+/// and CSeq (a To tag added).
+fn respond_to(t: &Transmit, code: u16) -> Bytes {
+    let r = request(t);
+    let mut s = format!("SIP/2.0 {code} X\r\n");
+    for v in all_raw(&r, Name::VIA) {
+        s.push_str(&format!("Via: {v}\r\n"));
+    }
+    s.push_str(&format!("From: {}\r\n", raw(&r, Name::FROM).unwrap()));
+    s.push_str(&format!("To: {}\r\n", raw(&r, Name::TO).unwrap()));
+    s.push_str(&format!("Call-ID: {}\r\n", raw(&r, Name::CALL_ID).unwrap()));
+    s.push_str(&format!("CSeq: {}\r\n", raw(&r, Name::CSEQ).unwrap()));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    Bytes::from(s)
+}

@@ -364,6 +364,9 @@ impl Signalling {
                 match reason {
                     EndReason::RemoteBye => tracing::info!(%call, "caller hung up"),
                     EndReason::NoAck => tracing::info!(%call, "no ACK for our answer; call ended"),
+                    EndReason::SessionExpired => {
+                        tracing::info!(%call, "session timer ran out; call ended")
+                    }
                     EndReason::LocalHangup => {}
                 }
                 self.drop_call(call);

@@ -1,6 +1,7 @@
 //! SIP dialogs on the UAS side (RFC 3261 §12): identity, route set, CSeq and the BYE we send.
 
 use super::message::{random_token, HeaderAccess, HeaderMissing, Request};
+use super::session_timer::SessionTimer;
 use super::transport::{ConnectionId, Flow};
 use crate::redact::CallToken;
 use ezk_sip_types::Name;
@@ -41,6 +42,10 @@ pub struct Dialog {
     /// Whether the peer's address has been verified (ACK or media): the endpoint
     /// counts it among its verified sources while the dialog lives.
     pub verified: bool,
+    /// The session timer (RFC 4028), if one was agreed.
+    pub session: Option<SessionTimer>,
+    /// Whether the peer allows UPDATE (our session refreshes use it).
+    pub peer_allows_update: bool,
     /// The To header value of the INVITE (our URI), without our tag.
     local_header: String,
     /// The From header value of the INVITE (their URI and tag).
@@ -116,6 +121,8 @@ impl Dialog {
             },
             state: DialogState::Early,
             verified: false,
+            session: None,
+            peer_allows_update: super::session_timer::allows_update(req),
             local_header,
             remote_header,
             remote_target,
@@ -140,10 +147,21 @@ impl Dialog {
 
     /// Builds a BYE for this dialog (RFC 3261 §15.1.1); returns its branch and bytes.
     pub fn build_bye(&mut self, local: SocketAddr) -> (String, Vec<u8>) {
+        self.build_request("BYE", local, &[])
+    }
+
+    /// Builds an in-dialog request without a body (BYE; UPDATE as a session refresh,
+    /// RFC 4028 §10), with `extra` headers; returns its branch and bytes.
+    pub fn build_request(
+        &mut self,
+        method: &str,
+        local: SocketAddr,
+        extra: &[(&str, String)],
+    ) -> (String, Vec<u8>) {
         self.local_cseq = self.local_cseq.wrapping_add(1);
         let branch = format!("z9hG4bK{}", random_token());
         let mut s = String::with_capacity(512);
-        let _ = write!(s, "BYE {} SIP/2.0\r\n", self.remote_target);
+        let _ = write!(s, "{method} {} SIP/2.0\r\n", self.remote_target);
         let _ = write!(
             s,
             "Via: SIP/2.0/{} {local};branch={branch};rport\r\n",
@@ -160,7 +178,10 @@ impl Dialog {
         );
         let _ = write!(s, "To: {}\r\n", self.remote_header);
         let _ = write!(s, "Call-ID: {}\r\n", self.key.call_id);
-        let _ = write!(s, "CSeq: {} BYE\r\n", self.local_cseq);
+        let _ = write!(s, "CSeq: {} {method}\r\n", self.local_cseq);
+        for (name, value) in extra {
+            let _ = write!(s, "{name}: {value}\r\n");
+        }
         s.push_str("User-Agent: sotto\r\nContent-Length: 0\r\n\r\n");
         (branch, s.into_bytes())
     }

@@ -22,6 +22,7 @@ use super::message::{
 };
 use super::reflection::ReflectionGuard;
 pub use super::reflection::AMPLIFICATION_FACTOR;
+use super::session_timer::{self, Negotiation, Refresher};
 use super::transaction::{
     InviteServer, InviteServerEvent, InviteServerState, NonInviteClient, NonInviteClientEvent,
     NonInviteServer, Timers, Transmit,
@@ -37,7 +38,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Methods this bridge implements (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
+
+/// Extensions we support (RFC 3261 §20.37): session timers (RFC 4028); reliable
+/// provisional responses (RFC 3262) trivially, as we send no provisional response.
+pub const SUPPORTED: &str = "timer, 100rel";
 
 /// Most Via values a request may carry: one per hop, and Max-Forwards starts at 70
 /// (RFC 3261 §8.1.1.6), so more than 70 cannot be an honest path.
@@ -80,6 +85,8 @@ pub enum EndReason {
     NoAck,
     /// We hung up.
     LocalHangup,
+    /// The session timer ran out: no refresh came, or ours failed (RFC 4028 §10).
+    SessionExpired,
 }
 
 /// What the endpoint tells the application.
@@ -177,6 +184,15 @@ const MAX_PENDING_TOTAL: usize = 256;
 /// rehash (see `Endpoint::shrink_tables`).
 const SHRINK_FLOOR: usize = 64;
 
+/// What a request we sent is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientPurpose {
+    /// Ending the call.
+    Bye,
+    /// A session refresh (UPDATE) of this call.
+    Refresh(CallToken),
+}
+
 /// Whom an unconfirmed call counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PendingKey {
@@ -237,8 +253,11 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     invites: HashMap<TxKey, InviteEntry>,
     non_invites: HashMap<TxKey, NonInviteServer>,
-    /// Our BYEs, with the verified source each keeps verified while it runs.
-    clients: HashMap<String, (NonInviteClient, Vec<IpAddr>)>,
+    /// Our BYEs and session refreshes, with the verified sources each keeps verified
+    /// while it runs and what it is for.
+    clients: HashMap<String, (NonInviteClient, Vec<IpAddr>, ClientPurpose)>,
+    /// UPDATEs with an SDP offer waiting for the application's answer.
+    updates: HashMap<CallToken, (TxKey, Request, Flow)>,
     dialogs: HashMap<CallToken, Dialog>,
     by_key: HashMap<DialogKey, CallToken>,
     /// Per call: the INVITE transaction that is pending or whose 2xx awaits its ACK.
@@ -268,6 +287,7 @@ impl Endpoint {
             invites: HashMap::new(),
             non_invites: HashMap::new(),
             clients: HashMap::new(),
+            updates: HashMap::new(),
             dialogs: HashMap::new(),
             by_key: HashMap::new(),
             invite_of: HashMap::new(),
@@ -409,9 +429,14 @@ impl Endpoint {
         let c = self
             .clients
             .values()
-            .filter_map(|(t, _)| t.poll_timeout())
+            .filter_map(|(t, _, _)| t.poll_timeout())
             .min();
-        [a, b, c].into_iter().flatten().min()
+        let d = self
+            .dialogs
+            .values()
+            .filter_map(|d| d.session.map(|s| s.deadline()))
+            .min();
+        [a, b, c, d].into_iter().flatten().min()
     }
 
     /// Gives back the memory of tables a burst has grown and that have emptied since.
@@ -690,11 +715,14 @@ impl Endpoint {
             Method::CANCEL => self.handle_cancel(now, flow, key, req),
             Method::BYE => self.handle_bye(now, flow, key, req),
             Method::INFO => self.handle_info(now, flow, key, req),
+            Method::UPDATE => self.handle_update(now, flow, key, req),
+            // RFC 3262 §3: a PRACK for a provisional response we never sent.
+            Method::PRACK => self.non_invite_response(now, key, &req, flow, 481, &[]),
             Method::OPTIONS => {
                 let extra = [
                     ("Allow", ALLOW),
                     ("Accept", "application/sdp"),
-                    ("Supported", ""),
+                    ("Supported", SUPPORTED),
                 ];
                 self.non_invite_response(now, key, &req, flow, 200, &extra);
             }
@@ -930,8 +958,22 @@ impl Endpoint {
             }
         }
 
+        let session = match session_timer::negotiate(&req, now, session_timer::allows_update(&req))
+        {
+            Negotiation::TooSmall => {
+                // RFC 4028 §8.1: our smallest interval, so the caller can try again.
+                let min = session_timer::MIN_SE.as_secs().to_string();
+                self.reject_new(now, tx, key, call, &req, flow, 422, &[("Min-SE", &min)]);
+                return;
+            }
+            Negotiation::Timer(t) => Some(t),
+            Negotiation::None => None,
+        };
         let dialog = match Dialog::from_invite(call, &req, flow) {
-            Ok(d) => d,
+            Ok(mut d) => {
+                d.session = session;
+                d
+            }
             Err(_) => {
                 self.counters.bad_requests += 1;
                 self.reject_new(now, tx, key, call, &req, flow, 400, &[]);
@@ -1041,6 +1083,11 @@ impl Endpoint {
         }
         if cseq <= dialog.remote_cseq {
             self.reject_new(now, tx, key, call, &req, flow, 500, &[]);
+            return;
+        }
+        if session_timer::negotiate(&req, now, dialog.peer_allows_update) == Negotiation::TooSmall {
+            let min = session_timer::MIN_SE.as_secs().to_string();
+            self.reject_new(now, tx, key, call, &req, flow, 422, &[("Min-SE", &min)]);
             return;
         }
         dialog.remote_cseq = cseq;
@@ -1217,6 +1264,7 @@ impl Endpoint {
 
     fn remove_dialog(&mut self, call: CallToken) -> bool {
         self.invite_of.remove(&call);
+        self.updates.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
         match self.dialogs.remove(&call) {
             Some(d) => {
@@ -1244,13 +1292,30 @@ impl Endpoint {
             self.counters.stray_responses += 1;
             return;
         };
-        if let Some(NonInviteClientEvent::Final(_)) = client.0.handle_response(now, resp.code) {
-            // Whatever the answer to our BYE, the call is already gone on our side.
+        let purpose = client.2;
+        let event = client.0.handle_response(now, resp.code);
+        // Whatever the answer to our BYE, the call is already gone on our side.
+        if let (Some(NonInviteClientEvent::Final(code)), ClientPurpose::Refresh(call)) =
+            (event, purpose)
+        {
+            // A 2xx: the session goes on (the next refresh is counted from when this
+            // one was sent). 408, 481 and the like: the peer no longer has it.
+            if !(200..300).contains(&code) {
+                self.end_expired(now, call);
+            }
         }
     }
 
     /// Answers the pending INVITE or re-INVITE of `call` with 200 OK and this SDP.
     pub fn accept(&mut self, now: Instant, call: CallToken, sdp: &str) {
+        if let Some((key, req, flow)) = self.updates.remove(&call) {
+            if let Some(s) = self.dialogs.get_mut(&call).and_then(|d| d.session.as_mut()) {
+                s.refreshed = now;
+            }
+            let headers = self.session_headers(call);
+            self.answer_update(now, key, &req, flow, 200, &headers, Some(sdp));
+            return;
+        }
         let Some(key) = self.invite_of.get(&call).cloned() else {
             return;
         };
@@ -1270,6 +1335,21 @@ impl Endpoint {
         if entry.tx.state() != InviteServerState::Proceeding {
             return;
         }
+        if dialog.state == DialogState::Confirmed {
+            // A re-INVITE is a session refresh too, and may change its terms.
+            dialog.session =
+                match session_timer::negotiate(&entry.request, now, dialog.peer_allows_update) {
+                    Negotiation::Timer(t) => Some(t),
+                    _ => None,
+                };
+        }
+        if let Some(s) = dialog.session.as_mut() {
+            s.refreshed = now;
+        }
+        let session_headers = dialog
+            .session
+            .map(|s| s.response_headers())
+            .unwrap_or_default();
         // RFC 5630 §3.1.3: a sips dialog gets a sips Contact; otherwise say which
         // transport to come back on.
         let contact = match (sips, transport) {
@@ -1289,6 +1369,9 @@ impl Endpoint {
         let rr: Vec<String> = entry.request.record_route();
         for r in &rr {
             extra_rr.push(("Record-Route", r));
+        }
+        for (name, value) in &session_headers {
+            extra_rr.push((name, value));
         }
         let Ok(bytes) = build_response(
             &entry.request,
@@ -1311,6 +1394,11 @@ impl Endpoint {
     /// Refuses the pending INVITE or re-INVITE of `call`. A refused initial INVITE ends the call
     /// (no [`Event::Ended`] follows: the application already knows).
     pub fn reject(&mut self, now: Instant, call: CallToken, code: u16, warning: Option<&str>) {
+        if let Some((key, req, flow)) = self.updates.remove(&call) {
+            // An UPDATE's offer refused: the session stays as it was (RFC 3311 §5.2).
+            self.answer_update(now, key, &req, flow, code, &[], None);
+            return;
+        }
         let Some(key) = self.invite_of.get(&call).cloned() else {
             return;
         };
@@ -1375,6 +1463,7 @@ impl Endpoint {
         };
         self.by_key.remove(&dialog.key);
         self.invite_of.remove(&call);
+        self.updates.remove(&call);
         self.bye_after_ack.retain(|c| *c != call);
         if dialog.state != DialogState::Confirmed {
             self.pending_done(dialog.flow.remote.ip());
@@ -1399,7 +1488,164 @@ impl Endpoint {
             self.cfg.timers,
         );
         self.transmits.push_back(first);
-        self.clients.insert(branch, (client, verified));
+        self.clients
+            .insert(branch, (client, verified, ClientPurpose::Bye));
+    }
+
+    /// Session timers that are due: our refresh goes out (UPDATE, RFC 4028 §10), or a
+    /// session whose caller stopped refreshing is ended with BYE.
+    fn on_session_timers(&mut self, now: Instant) {
+        let due: Vec<(CallToken, Refresher)> = self
+            .dialogs
+            .iter()
+            .filter_map(|(c, d)| {
+                let s = d.session?;
+                (s.deadline() <= now && d.state == DialogState::Confirmed)
+                    .then_some((*c, s.refresher))
+            })
+            .collect();
+        for (call, refresher) in due {
+            match refresher {
+                Refresher::Uac => self.end_expired(now, call),
+                Refresher::Uas => self.send_refresh(now, call),
+            }
+        }
+    }
+
+    /// Sends our session refresh: an UPDATE without a body.
+    fn send_refresh(&mut self, now: Instant, call: CallToken) {
+        let Some(transport) = self.dialogs.get(&call).map(|d| d.flow.transport) else {
+            return;
+        };
+        let local = self.local(transport);
+        let Some(dialog) = self.dialogs.get_mut(&call) else {
+            return;
+        };
+        let Some(session) = dialog.session.as_mut() else {
+            return;
+        };
+        // Counted from now: the next one is due half an interval on, whatever the
+        // answer; a failed one ends the call.
+        session.refreshed = now;
+        let headers = [
+            (
+                "Session-Expires",
+                format!("{};refresher=uas", session.interval.as_secs()),
+            ),
+            ("Supported", SUPPORTED.to_string()),
+        ];
+        let (branch, bytes) = dialog.build_request("UPDATE", local, &headers);
+        let (dest, connection) = dialog.next_hop();
+        let verified = if dialog.verified && connection.is_none() {
+            Self::dialog_peers(dialog)
+        } else {
+            Vec::new()
+        };
+        for ip in &verified {
+            // Kept verified while the refresh runs, like a BYE's.
+            self.reflection.verify(*ip);
+        }
+        let (client, first) = NonInviteClient::new(
+            now,
+            Transmit {
+                dest,
+                connection,
+                bytes: Bytes::from(bytes),
+            },
+            transport.is_reliable(),
+            self.cfg.timers,
+        );
+        self.transmits.push_back(first);
+        self.clients
+            .insert(branch, (client, verified, ClientPurpose::Refresh(call)));
+    }
+
+    /// Ends a call whose session timer ran out (RFC 4028 §10): BYE, and the
+    /// application hears of it.
+    fn end_expired(&mut self, now: Instant, call: CallToken) {
+        if !self.dialogs.contains_key(&call) {
+            return;
+        }
+        self.send_bye(now, call);
+        self.events.push_back(Event::Ended {
+            call,
+            reason: EndReason::SessionExpired,
+        });
+    }
+
+    /// UPDATE inside a call (RFC 3311): without a body it refreshes the session timer
+    /// (answered at once); with an SDP offer the application answers it through
+    /// [`Endpoint::accept`] as it answers a re-INVITE.
+    fn handle_update(&mut self, now: Instant, flow: Flow, key: TxKey, req: Request) {
+        let call = Self::dialog_key_of(&req).and_then(|k| self.by_key.get(&k).copied());
+        let Some(call) = call else {
+            self.non_invite_response(now, key, &req, flow, 481, &[]);
+            return;
+        };
+        // A peer that sends UPDATE can take ours: we may be the refresher.
+        match session_timer::negotiate(&req, now, true) {
+            Negotiation::TooSmall => {
+                let min = session_timer::MIN_SE.as_secs().to_string();
+                self.non_invite_response(now, key, &req, flow, 422, &[("Min-SE", &min)]);
+                return;
+            }
+            Negotiation::Timer(t) => {
+                if let Some(d) = self.dialogs.get_mut(&call) {
+                    d.session = Some(t);
+                }
+            }
+            Negotiation::None => {}
+        }
+        if req.body.is_empty() {
+            let headers = self.session_headers(call);
+            let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            self.non_invite_response(now, key, &req, flow, 200, &extra);
+            return;
+        }
+        let offer = req.body.clone();
+        self.updates.insert(call, (key, req, flow));
+        self.events.push_back(Event::Reinvite {
+            call,
+            offer,
+            transport: flow.transport,
+        });
+    }
+
+    /// Answers an UPDATE (with an SDP answer when it carried an offer).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_update(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        req: &Request,
+        flow: Flow,
+        code: u16,
+        headers: &[(&'static str, String)],
+        sdp: Option<&str>,
+    ) {
+        let Ok(via) = req.top_via() else { return };
+        let dest = response_destination(&via, flow.remote, flow.transport);
+        let tag = self.dialog_of(req).map(|d| d.key.local_tag.clone());
+        let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
+        let Ok(bytes) = build_response(req, flow.remote, code, tag.as_deref(), &extra, body) else {
+            return;
+        };
+        let mut tx = NonInviteServer::new(dest, flow.transport.is_reliable(), self.cfg.timers)
+            .with_connection(flow.connection);
+        if let Some(t) = tx.send(now, code, Bytes::from(bytes)) {
+            self.transmits.push_back(t);
+        }
+        self.non_invites.insert(key, tx);
+    }
+
+    /// The session-timer headers of a 2xx for `call`, if it has a timer.
+    fn session_headers(&self, call: CallToken) -> Vec<(&'static str, String)> {
+        self.dialogs
+            .get(&call)
+            .and_then(|d| d.session)
+            .map(|s| s.response_headers())
+            .unwrap_or_default()
     }
 
     /// Fires all due timers.
@@ -1430,22 +1676,33 @@ impl Endpoint {
             t.handle_timeout(now);
         }
         self.non_invites.retain(|_, t| !t.is_terminated());
-        for (c, _) in self.clients.values_mut() {
+        let mut failed_refreshes = Vec::new();
+        for (c, _, purpose) in self.clients.values_mut() {
             if c.poll_timeout().is_some_and(|t| t <= now) {
-                let (out, _) = c.handle_timeout(now);
+                let (out, event) = c.handle_timeout(now);
                 if let Some(t) = out {
                     self.transmits.push_back(t);
+                }
+                if let (ClientPurpose::Refresh(call), Some(NonInviteClientEvent::TimedOut)) =
+                    (*purpose, event)
+                {
+                    failed_refreshes.push(call);
                 }
             }
         }
         let mut released = Vec::new();
-        self.clients.retain(|_, (c, verified)| {
+        self.clients.retain(|_, (c, verified, _)| {
             let keep = !c.is_terminated();
             if !keep {
                 released.append(verified);
             }
             keep
         });
+        for call in failed_refreshes {
+            // No answer to our refresh: the session is gone (RFC 4028 §10).
+            self.end_expired(now, call);
+        }
+        self.on_session_timers(now);
         for source in released {
             self.reflection.unverify(source);
         }
@@ -1473,7 +1730,9 @@ impl Endpoint {
     }
 }
 
-/// The option tags of `Require`, if any: we support none (RFC 3261 §8.2.2.3 → 420).
+/// The option tags of `Require` we do not support, if any (RFC 3261 §8.2.2.3 → 420):
+/// all but `timer` (RFC 4028) and `100rel` (RFC 3262: we send no provisional response
+/// that would need to be reliable).
 fn unsupported_requirements(req: &Request) -> Option<String> {
     let tags: Vec<&str> = req
         .headers
@@ -1481,6 +1740,7 @@ fn unsupported_requirements(req: &Request) -> Option<String> {
         .flat_map(|v| v.as_str().split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .filter(|t| !t.eq_ignore_ascii_case("timer") && !t.eq_ignore_ascii_case("100rel"))
         .collect();
     (!tags.is_empty()).then(|| tags.join(", "))
 }

@@ -11,5 +11,6 @@ pub mod info;
 pub mod message;
 pub mod reflection;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
