@@ -1,7 +1,8 @@
 //! Dial-in numbers and trunks end to end over loopback: a call to a room's `dial_in`
 //! target from a trunk joins without a PIN when the room says so; the same target from
 //! a stranger still needs the PIN; a target that needs its room's PIN takes only that
-//! room's PIN; an unknown target gets 404 when the config says `reject`.
+//! room's PIN; an unknown target gets 404 when the config says `reject`; a PBX's
+//! INVITE without SDP gets the bridge's offer and talks once it answers in the ACK.
 #![allow(clippy::disallowed_methods)]
 
 mod common;
@@ -123,5 +124,31 @@ fn an_unknown_target_gets_404_when_the_config_says_reject() {
     let mut team = phone(bridge, 0.0, "127.0.0.1", "team");
     assert_eq!(team.call(), 200);
     assert_eq!(team.hangup(), 200);
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn a_pbx_invite_without_offer_gets_ours_and_talks_after_answering_in_the_ack() {
+    let rt = runtime();
+    let server = rt
+        .block_on(sotto::server::start(config("pin"), tone_prompts()))
+        .unwrap();
+    let bridge = server.sip_addr();
+    // From the trunk, to the board's DID (no PIN), without SDP in the INVITE.
+    let mut a = phone(bridge, 440.0, "127.0.0.2", "+4930123456");
+    let mut b = phone(bridge, 620.0, "127.0.0.2", "+4930123456");
+    assert_eq!(a.call_without_offer(), 200);
+    assert_eq!(b.call(), 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        hears(&a, 620.0) > 0.15,
+        "the offer-less caller does not hear the other"
+    );
+    assert!(
+        hears(&b, 440.0) > 0.15,
+        "the other does not hear the offer-less caller"
+    );
+    assert_eq!(a.hangup(), 200);
+    assert_eq!(b.hangup(), 200);
     rt.block_on(server.stop());
 }

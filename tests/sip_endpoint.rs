@@ -1949,16 +1949,38 @@ fn require_on_options_gets_420_too() {
 }
 
 #[test]
-fn invite_without_a_body_gets_488() {
+fn an_invite_without_offer_gets_ours_in_the_2xx_and_the_answer_comes_with_the_ack() {
     let mut b = Bench::new();
-    let mut invite = Req::invite("z9hG4bK488", "r488@x");
+    let mut invite = Req::invite("z9hG4bKnooffer", "nooffer@x");
     invite.body.clear();
     invite.content_type = None;
-    let out = b.deliver(0, invite.build());
-    assert_eq!(codes(&out), [488]);
-    assert!(to_tag(&response(&out[0])).is_some());
+    assert!(b.deliver(0, invite.build()).is_empty());
+    let (call, offer, _) = b.incoming();
+    assert!(offer.is_empty(), "the application sees an empty offer");
+    // The application puts its offer in the 2xx (the answer text stands in for it).
+    let out = b.accept(0, call, ANSWER);
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(&response(&out[0]).body[..], ANSWER.as_bytes());
+    let tag = to_tag(&response(&out[0])).unwrap();
+    // The ACK carries the answer: handed over once, retransmissions ignored.
+    let mut ack = ack_2xx(&invite, &tag);
+    ack.content_type = Some("application/sdp".into());
+    ack.body = OFFER.into();
+    assert!(b.deliver(100, ack.build()).is_empty());
+    let events = b.events();
+    match events.as_slice() {
+        [Event::Answer { call: c, answer }] => {
+            assert_eq!(*c, call);
+            assert_eq!(&answer[..], OFFER.as_bytes());
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
+    assert!(b.deliver(150, ack.build()).is_empty());
     assert!(b.events().is_empty());
-    assert_eq!(b.ep.dialogs(), 0);
+    // An ordinary call's ACK hands nothing over.
+    let mut b = Bench::new();
+    let (_, _) = b.confirmed_call(Req::invite("z9hG4bKwithoffer", "withoffer@x"));
+    assert!(b.events().is_empty());
 }
 
 #[test]

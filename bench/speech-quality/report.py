@@ -48,7 +48,7 @@ def main():
         s = {"codec": codec, "condition": cond, "talks": len(ok),
              "errors": [r["error"] for r in rows if "error" in r],
              "loss_rate": med(ok, "loss_rate"), "delay_ms": med(ok, "delay_ms")}
-        for col in ("bridge", "no_concealment", "codec_alone", "codec_tandem"):
+        for col in ("bridge", "no_concealment", "codec_alone", "codec_tandem", "libopus_fec_plc"):
             s[col] = {m: med(ok, col, m) for m in ("pesq_nb", "pesq_wb", "stoi")}
         summary.append(s)
     by = {(s["codec"], s["condition"]): s for s in summary}
@@ -62,7 +62,9 @@ def main():
         md.append(f"**{CODEC_LABEL[codec]}** — columns: bridge / no-concealment reference / codec alone"
                   + (" (codec tandem, two passes, in the last line's note)" if False else ""))
         md.append("")
-        hdr = "| condition | loss | PESQ NB | " + ("PESQ WB | " if wb else "") + "STOI | delay ms |"
+        op = codec == "opus"
+        hdr = ("| condition | loss | PESQ NB | " + ("PESQ WB | " if wb else "") + "STOI | delay ms |"
+               + (" offline libopus FEC+PLC: NB / WB / STOI |" if op else ""))
         md.append(hdr)
         md.append("|" + "---|" * (hdr.count("|") - 1))
         for s in rows:
@@ -73,6 +75,9 @@ def main():
             if wb:
                 line += f"**{f(b['pesq_wb'])}** / {f(n['pesq_wb'])} / {f(a['pesq_wb'])} | "
             line += f"**{f(b['stoi'], 3)}** / {f(n['stoi'], 3)} / {f(a['stoi'], 3)} | {f(s['delay_ms'], 0)} |"
+            if op:
+                o = s["libopus_fec_plc"]
+                line += f" {f(o['pesq_nb'])} / {f(o['pesq_wb'])} / {f(o['stoi'], 3)} |"
             if s["errors"]:
                 line += f" ({len(s['errors'])} failed)"
             md.append(line)

@@ -142,11 +142,34 @@ class OpusC:
 CODECS = {"pcmu": Pcmu(), "g722": G722c(), "opus": OpusC()}
 
 
-def codec_pass(codec, x):
+def codec_pass(codec, x, warm_s=3.0):
+    """encode -> decode; the encoder first codes warm_s of silence, as the live
+    talker's does before its speech (Opus adapts its mode to the signal)."""
     enc, dec = codec.encoder(), codec.decoder()
-    n = len(x) // codec.frame
-    out = [dec(enc(x[i * codec.frame:(i + 1) * codec.frame])) for i in range(n)]
+    F = codec.frame
+    sil = np.zeros(F, dtype=np.int16)
+    for _ in range(int(warm_s * 50)):
+        enc(sil)
+    n = len(x) // F
+    out = [dec(enc(x[i * F:(i + 1) * F])) for i in range(n)]
     return np.concatenate(out)
+
+
+def opus_fec_plc(sent, n):
+    """Offline libopus receiver over the delivered frames (dict index -> payload):
+    FEC from the next packet when it arrived, libopus PLC otherwise; unbounded buffer."""
+    import opuslib
+    d = opuslib.Decoder(16000, 1)
+    out = np.zeros(n * 320, dtype=np.int16)
+    for i in range(n):
+        if i in sent:
+            y = d.decode(sent[i], 320)
+        elif i + 1 in sent:
+            y = d.decode(sent[i + 1], 320, decode_fec=True)
+        else:
+            y = d.decode(b"", 320)
+        out[i * 320:(i + 1) * 320] = np.frombuffer(y, dtype=np.int16)[:320]
+    return out
 
 
 # ------------------------------------------------------------------ impairments
@@ -496,11 +519,12 @@ def run_trial(codec, cond, seed, speech, sip_port, wait_s=2.5, post_s=1.0):
     for i in range(n):
         if i in sent_audio:
             ref[i * F:(i + 1) * F] = d2(sent_audio[i])[:F]
+    fec = opus_fec_plc(sent_audio, n) if codec.name == "opus" else None
     speech_lost = n - len(sent_audio)
     meta = {"speech_frames": n, "speech_frames_lost": speech_lost,
             "loss_rate": round(speech_lost / max(n, 1), 4),
             "impaired_packets": int(n_imp), "impaired_lost": int(lost.sum())}
-    return dec, t_speech, ref, meta
+    return dec, t_speech, ref, fec, meta
 
 
 # ------------------------------------------------------------------ scoring
@@ -654,7 +678,7 @@ def main():
                 log(f"trial {tag} seed {seed}")
                 row = {"codec": cname, "condition": cond, "material": mname, "seed": seed}
                 try:
-                    dec, t_speech, nocon, meta = run_trial(codec, cond, seed, src, a.sip_port)
+                    dec, t_speech, nocon, fec, meta = run_trial(codec, cond, seed, src, a.sip_port)
                     row.update(meta)
                     if dec is None:
                         raise RuntimeError("listener received no audio")
@@ -673,6 +697,9 @@ def main():
                     L = offline_lag(src, np.concatenate([nocon, np.zeros(codec.rate // 5, np.int16)]), codec.rate)
                     nc = np.concatenate([nocon[L:], np.zeros(L, np.int16)])[:len(src)]
                     row["no_concealment"] = scores(codec, src, nc)
+                    if fec is not None:
+                        L = offline_lag(src, np.concatenate([fec, np.zeros(codec.rate // 5, np.int16)]), codec.rate)
+                        row["libopus_fec_plc"] = scores(codec, src, np.concatenate([fec[L:], np.zeros(L, np.int16)])[:len(src)])
                     row["codec_alone"] = refs[mname]["alone"]
                     row["codec_tandem"] = refs[mname]["tandem"]
                     wavfile.write(os.path.join(raw, f"{tag}_aligned.wav"), codec.rate,

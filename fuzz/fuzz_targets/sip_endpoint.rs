@@ -209,6 +209,11 @@ impl Bench {
                 return;
             }
             Event::AuthFailed { .. } => return,
+            Event::Answer { call, answer } => {
+                assert!(self.calls.contains(&call), "an answer for a call we never saw");
+                assert!(answer.len() <= self.largest_in, "an answer larger than its message");
+                return;
+            }
         };
         assert!(
             offer.len() <= self.largest_in,

@@ -9,18 +9,19 @@
 use crate::conference::{
     ConferenceEvent, HangupReason, InbandDtmf, MediaParams, RoomKey, RtpSeed, SrtpKeys,
 };
+use crate::config::Encryption;
 use crate::config::{Config, DtmfMode, TrunkId, UnknownTarget};
 use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
 use crate::io::rtp_ports::PortPool;
 use crate::io::stream::{Connections, StreamEvent};
-use crate::media::srtp::CryptoAttribute;
+use crate::media::srtp::{CryptoAttribute, Suite};
 use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
 use crate::room::pin::PinIndex;
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
 use crate::sip::sdp::SecurityPolicy;
-use crate::sip::sdp::{negotiate, Answer, Direction, SdpError, SessionDescription};
+use crate::sip::sdp::{negotiate, Answer, Direction, Offer, SdpError, SessionDescription};
 use crate::sip::transaction::Transmit;
 use crate::sip::transport::Transport;
 use bytes::Bytes;
@@ -97,9 +98,22 @@ pub struct Signalling {
     published: crate::sip::endpoint::Counters,
     /// Calls per trunk, for its `max_calls`.
     trunk_calls: HashMap<TrunkId, usize>,
+    /// Offer-less calls waiting for the answer in their ACK.
+    offers: HashMap<CallToken, PendingOffer>,
+}
+
+/// An offer-less call: our offer went out in the 2xx; its answer comes in the ACK.
+struct PendingOffer {
+    port: u16,
+    socket: std::net::UdpSocket,
+    /// Our SDES key, when we offered SRTP.
+    crypto: Option<CryptoAttribute>,
+    session_id: u64,
+    incoming: Incoming,
 }
 
 /// What signalling needs to know of a new call besides its offer.
+#[derive(Clone, Copy)]
 struct Incoming {
     transport: Transport,
     source: SourceKey,
@@ -143,6 +157,7 @@ impl Signalling {
             rooms: HashMap::new(),
             published: Default::default(),
             trunk_calls: HashMap::new(),
+            offers: HashMap::new(),
         }
     }
 
@@ -343,6 +358,7 @@ impl Signalling {
                 offer,
                 transport,
             } => self.on_reinvite(now, call, &offer, transport),
+            Event::Answer { call, answer } => self.on_answer(now, call, &answer),
             Event::Dtmf { call, digit } => {
                 let Some(entry) = self.calls.get(&call) else {
                     return;
@@ -458,9 +474,9 @@ impl Signalling {
     fn on_incoming(&mut self, now: Instant, call: CallToken, offer: &[u8], incoming: Incoming) {
         let Incoming {
             transport,
-            source,
             trunk,
             target,
+            ..
         } = incoming;
         if target.is_none() && self.config.sip.unknown_target == UnknownTarget::Reject {
             self.counters.rejected += 1;
@@ -483,20 +499,15 @@ impl Signalling {
                 return;
             }
         }
+        if offer.is_empty() {
+            return self.on_offerless(now, call, incoming);
+        }
         let (sdp, n) = match self.negotiate(offer, transport, trunk) {
             Ok(x) => x,
             Err(e) => return self.refuse(now, call, &e),
         };
-        let (port, socket) = match self.ports.allocate() {
-            Ok(x) => x,
-            Err(_) => {
-                tracing::warn!(%call, "call refused: RTP port range exhausted");
-                self.counters.rejected += 1;
-                self.metrics.reject(RejectReason::NoPort);
-                self.endpoint
-                    .reject(now, call, 503, Some("no media port free"));
-                return;
-            }
+        let Some((port, socket)) = self.allocate_port(now, call) else {
+            return;
         };
         // Fresh keys for every call (RFC 4568 §6.1: same tag and suite as the offer).
         let srtp = n.crypto.as_ref().map(|remote| SrtpKeys {
@@ -515,13 +526,166 @@ impl Signalling {
             crypto: srtp.as_ref().map(|k| &k.local),
         }
         .render();
+        self.start_media(now, call, &n, srtp, (port, socket), session_id, incoming);
+        self.endpoint.accept(now, call, &answer);
+        self.admit_pin_free(call, incoming);
+    }
+
+    /// An RTP port for a new call, or the 503 that says there is none.
+    fn allocate_port(
+        &mut self,
+        now: Instant,
+        call: CallToken,
+    ) -> Option<(u16, std::net::UdpSocket)> {
+        match self.ports.allocate() {
+            Ok(x) => Some(x),
+            Err(_) => {
+                tracing::warn!(%call, "call refused: RTP port range exhausted");
+                self.counters.rejected += 1;
+                self.metrics.reject(RejectReason::NoPort);
+                self.endpoint
+                    .reject(now, call, 503, Some("no media port free"));
+                None
+            }
+        }
+    }
+
+    /// An INVITE without an offer (RFC 3264 §5, as several PBXs send it): our offer goes
+    /// in the 2xx, with every codec we take, and SRTP with our key where the policy wants
+    /// it; the media starts when the answer comes in the ACK ([`Self::on_answer`]).
+    fn on_offerless(&mut self, now: Instant, call: CallToken, incoming: Incoming) {
+        let trunk = incoming.trunk.and_then(|t| self.config.trunks.get(t));
+        let encryption = trunk
+            .and_then(|t| t.encryption)
+            .unwrap_or(self.config.media.encryption);
+        let sdes_allowed = incoming.transport == Transport::Tls
+            || trunk
+                .and_then(|t| t.allow_sdes_without_tls)
+                .unwrap_or(self.config.media.allow_sdes_without_tls);
+        let srtp = match (encryption, sdes_allowed) {
+            (Encryption::Off, _) | (Encryption::Preferred, false) => false,
+            (_, true) => true,
+            (Encryption::Required, false) => {
+                return self.refuse(now, call, &SdpError::SdesNeedsTls);
+            }
+        };
+        let Some((port, socket)) = self.allocate_port(now, call) else {
+            return;
+        };
+        let crypto = srtp
+            .then(|| CryptoAttribute::offer(Suite::AesCm128HmacSha1_80, &mut rand::rngs::OsRng));
+        let session_id = rand::random::<u32>() as u64;
+        let offer = Offer {
+            codecs: &self.config.media.codecs,
+            address: self.config.media.public_address,
+            port,
+            session_id,
+            version: 1,
+            crypto: crypto.as_ref(),
+        }
+        .render();
+        self.offers.insert(
+            call,
+            PendingOffer {
+                port,
+                socket,
+                crypto,
+                session_id,
+                incoming,
+            },
+        );
+        tracing::info!(%call, "INVITE without offer: ours goes in the 2xx");
+        self.endpoint.accept(now, call, &offer);
+    }
+
+    /// The answer to our offer arrived in the ACK: the media starts, or the call ends
+    /// when the answer is missing or does not fit the offer.
+    fn on_answer(&mut self, now: Instant, call: CallToken, answer: &[u8]) {
+        let Some(pending) = self.offers.remove(&call) else {
+            return;
+        };
+        let policy = SecurityPolicy {
+            encryption: if pending.crypto.is_some() {
+                Encryption::Required
+            } else {
+                Encryption::Off
+            },
+            sdes_allowed: true,
+        };
+        let negotiated = SessionDescription::parse(answer)
+            .and_then(|sdp| negotiate(&sdp, &self.config.media.codecs, &policy));
+        // Their key must answer ours: same tag and suite (RFC 4568 §5.1.2).
+        let keys = match (&negotiated, &pending.crypto) {
+            (Ok(n), Some(ours)) => match &n.crypto {
+                Some(theirs) if theirs.tag == ours.tag && theirs.suite == ours.suite => {
+                    Some(Some(SrtpKeys {
+                        local: ours.clone(),
+                        remote: theirs.clone(),
+                    }))
+                }
+                _ => None,
+            },
+            (Ok(_), None) => Some(None),
+            (Err(_), _) => None,
+        };
+        let (Ok(n), Some(srtp)) = (negotiated, keys) else {
+            tracing::info!(%call, "no usable answer in the ACK; hanging up");
+            self.ports.release(pending.port);
+            self.counters.rejected += 1;
+            self.metrics.reject(RejectReason::BadSdp);
+            self.endpoint.hangup(now, call);
+            return;
+        };
+        let incoming = pending.incoming;
+        self.start_media(
+            now,
+            call,
+            &n,
+            srtp,
+            (pending.port, pending.socket),
+            pending.session_id,
+            incoming,
+        );
+        self.admit_pin_free(call, incoming);
+    }
+
+    /// A dial-in room without PIN admits at once, but only a call its PBX vouched for
+    /// (from a trunk) or that came over TLS; anyone else types the room's PIN.
+    fn admit_pin_free(&mut self, call: CallToken, incoming: Incoming) {
+        if let Some(room) = incoming.target {
+            let pin_free = self.config.rooms.get(room).is_some_and(|r| !r.pin_required);
+            if pin_free && (incoming.trunk.is_some() || incoming.transport == Transport::Tls) {
+                tracing::info!(%call, "dial-in without PIN");
+                self.on_pin_result(call, Some(room));
+            }
+        }
+    }
+
+    /// Hands a call with negotiated media to a shard (in the IVR) and counts it.
+    #[allow(clippy::too_many_arguments)]
+    fn start_media(
+        &mut self,
+        now: Instant,
+        call: CallToken,
+        n: &crate::sip::sdp::Negotiated,
+        srtp: Option<SrtpKeys>,
+        (port, socket): (u16, std::net::UdpSocket),
+        session_id: u64,
+        incoming: Incoming,
+    ) {
+        let Incoming {
+            source,
+            trunk,
+            target,
+            ..
+        } = incoming;
         let mode = if srtp.is_some() {
             SecurityMode::Sdes
         } else {
             SecurityMode::Plain
         };
         let suite = srtp.as_ref().map(|k| k.local.suite.sdes_name());
-        let media = self.media_params(&n, srtp.clone(), trunk);
+        let media = self.media_params(n, srtp.clone(), trunk);
         let shard = self.pick_shard();
         let seed = RtpSeed {
             ssrc: rand::random(),
@@ -561,16 +725,6 @@ impl Signalling {
             .get_or_create(&SecurityLabels { mode })
             .inc();
         tracing::info!(%call, codec = ?n.codec, media = ?mode, suite, "call answered");
-        self.endpoint.accept(now, call, &answer);
-        // A dial-in room without PIN admits at once, but only a call its PBX vouched for
-        // (from a trunk) or that came over TLS; anyone else types the room's PIN.
-        if let Some(room) = target {
-            let pin_free = self.config.rooms.get(room).is_some_and(|r| !r.pin_required);
-            if pin_free && (trunk.is_some() || transport == Transport::Tls) {
-                tracing::info!(%call, "dial-in without PIN");
-                self.on_pin_result(call, Some(room));
-            }
-        }
     }
 
     fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
@@ -636,6 +790,10 @@ impl Signalling {
     }
 
     fn drop_call(&mut self, call: CallToken) {
+        if let Some(pending) = self.offers.remove(&call) {
+            // Cancelled or ended before its ACK brought the answer.
+            self.ports.release(pending.port);
+        }
         if let Some(entry) = self.calls.remove(&call) {
             if let Some(t) = entry.trunk {
                 if let Some(n) = self.trunk_calls.get_mut(&t) {

@@ -1433,6 +1433,18 @@ impl CryptoAttribute {
         }
     }
 
+    /// Our own line for an offer (tag 1, a fresh key), when we make the offer (an INVITE
+    /// that came without one).
+    pub fn offer(suite: Suite, rng: &mut (impl RngCore + CryptoRng)) -> CryptoAttribute {
+        CryptoAttribute {
+            tag: 1,
+            suite,
+            key: KeyMaterial::generate(suite, rng),
+            lifetime: None,
+            mki: None,
+        }
+    }
+
     /// The strongest of several offered lines (by [`Suite::strength`]); the first
     /// one wins a tie, as the offerer listed its preference first.
     pub fn strongest<'a>(

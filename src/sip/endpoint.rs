@@ -127,6 +127,14 @@ pub enum Event {
         /// The call.
         call: CallToken,
     },
+    /// The ACK of an offer-less call, with the answer to the offer our 2xx carried
+    /// (empty when the caller sent none: then the call is to be ended).
+    Answer {
+        /// The call.
+        call: CallToken,
+        /// The SDP answer.
+        answer: Bytes,
+    },
     /// A key press relayed by SIP INFO inside a call (already answered with 200).
     Dtmf {
         /// The call.
@@ -246,6 +254,8 @@ struct InviteEntry {
     cseq: u32,
     /// Set for initial INVITEs, so that a merged copy can be recognised.
     merge_key: Option<MergeKey>,
+    /// An initial INVITE without an offer: the answer comes in the ACK.
+    offerless: bool,
 }
 
 /// The UAS core.
@@ -876,21 +886,9 @@ impl Endpoint {
                 .trim()
                 .to_ascii_lowercase()
         });
-        if req.body.is_empty() {
-            // Offer-less INVITE (offer in the 2xx, answer in the ACK) is not supported yet.
-            self.reject_new(
-                now,
-                tx,
-                key,
-                call,
-                &req,
-                flow,
-                488,
-                &[("Warning", "399 sotto \"SDP offer required\"")],
-            );
-            return;
-        }
-        if content_type.as_deref() != Some("application/sdp") {
+        // An INVITE without a body wants our offer in the 2xx and answers in the ACK
+        // (RFC 3264 §5); the application sees an empty offer.
+        if !req.body.is_empty() && content_type.as_deref() != Some("application/sdp") {
             self.reject_new(
                 now,
                 tx,
@@ -1005,6 +1003,7 @@ impl Endpoint {
                 flow,
                 cseq,
                 merge_key,
+                offerless: offer.is_empty(),
             },
         );
         self.events.push_back(Event::Incoming {
@@ -1055,6 +1054,7 @@ impl Endpoint {
                 flow,
                 cseq: req.cseq().map(|c| c.cseq).unwrap_or(0),
                 merge_key: None,
+                offerless: false,
             },
         );
     }
@@ -1102,6 +1102,7 @@ impl Endpoint {
                 flow,
                 cseq,
                 merge_key: None,
+                offerless: false,
             },
         );
         self.events.push_back(Event::Reinvite {
@@ -1143,6 +1144,17 @@ impl Endpoint {
             }
         }
         if let Some(source) = newly_confirmed {
+            let offerless = self
+                .invite_of
+                .get(&call)
+                .and_then(|k| self.invites.get(k))
+                .is_some_and(|e| e.offerless);
+            if offerless {
+                self.events.push_back(Event::Answer {
+                    call,
+                    answer: req.body.clone(),
+                });
+            }
             self.pending_done(source);
             // The source answered our 2xx: it is who it claims to be (the ACK is our
             // return-routability check), so messages to it are no longer capped.

@@ -510,6 +510,82 @@ pub struct Answer<'a> {
     pub crypto: Option<&'a CryptoAttribute>,
 }
 
+/// Payload type we offer Opus on (dynamic, RFC 3551 §3).
+pub const OFFER_OPUS_PT: u8 = 111;
+/// Payload types we offer telephone-event on: at 8000 Hz (G.711, G.722) and at
+/// 48000 Hz (Opus), so that the answer can keep the one matching its codec.
+pub const OFFER_EVENT_PTS: [(u8, u32); 2] = [(101, 8000), (102, 48_000)];
+
+/// Our SDP offer, for an INVITE that came without one (RFC 3264 §5: the offer goes in
+/// our 2xx and the answer comes in the ACK): every codec we take, in our order, and
+/// telephone-event; `RTP/SAVP` with our key when the stream is to be SRTP.
+#[derive(Debug, Clone)]
+pub struct Offer<'a> {
+    /// Codecs, in our order of preference.
+    pub codecs: &'a [Codec],
+    /// Our RTP address.
+    pub address: IpAddr,
+    /// Our RTP port.
+    pub port: u16,
+    /// o= session id.
+    pub session_id: u64,
+    /// o= version.
+    pub version: u64,
+    /// Our SDES key, when the stream is to be SRTP.
+    pub crypto: Option<&'a CryptoAttribute>,
+}
+
+impl Offer<'_> {
+    /// Writes the SDP offer.
+    pub fn render(&self) -> String {
+        let ip = match self.address {
+            IpAddr::V4(a) => format!("IP4 {a}"),
+            IpAddr::V6(a) => format!("IP6 {a}"),
+        };
+        let pt = |c: Codec| c.payload_type().unwrap_or(OFFER_OPUS_PT);
+        let proto = if self.crypto.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
+        let mut s = String::with_capacity(400);
+        let _ = write!(
+            s,
+            "v=0\r\no=sotto {} {} IN {ip}\r\ns=sotto\r\nc=IN {ip}\r\nt=0 0\r\nm=audio {} {proto}",
+            self.session_id, self.version, self.port
+        );
+        for c in self.codecs {
+            let _ = write!(s, " {}", pt(*c));
+        }
+        for (te, _) in OFFER_EVENT_PTS {
+            let _ = write!(s, " {te}");
+        }
+        s.push_str("\r\n");
+        for c in self.codecs {
+            let _ = write!(s, "a=rtpmap:{} {}\r\n", pt(*c), c.rtpmap());
+            if *c == Codec::Opus {
+                let _ = write!(
+                    s,
+                    "a=fmtp:{} {}\r\n",
+                    OFFER_OPUS_PT,
+                    crate::media::opus::OpusFmtp::ours(48_000)
+                );
+            }
+        }
+        for (te, rate) in OFFER_EVENT_PTS {
+            let _ = write!(
+                s,
+                "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-15\r\n"
+            );
+        }
+        s.push_str("a=ptime:20\r\na=sendrecv\r\n");
+        if let Some(c) = self.crypto {
+            let _ = write!(s, "a=crypto:{}\r\n", c.render());
+        }
+        s
+    }
+}
+
 impl Answer<'_> {
     /// Writes the SDP answer.
     pub fn render(&self) -> String {
@@ -573,6 +649,63 @@ impl Answer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_offer_lists_every_codec_and_reads_back_as_an_offer() {
+        use crate::media::srtp::{CryptoAttribute, KeyMaterial, Suite};
+        let codecs = [Codec::Opus, Codec::G722, Codec::Pcma, Codec::Pcmu];
+        let key = CryptoAttribute::parse(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+            KeyMaterial::generate(Suite::AesCm128HmacSha1_80, &mut rand::rngs::OsRng)
+                .to_sdes_inline()
+        ))
+        .unwrap();
+        for crypto in [None, Some(&key)] {
+            let text = Offer {
+                codecs: &codecs,
+                address: "192.0.2.5".parse().unwrap(),
+                port: 30_002,
+                session_id: 7,
+                version: 1,
+                crypto,
+            }
+            .render();
+            let sdp = SessionDescription::parse(text.as_bytes()).unwrap();
+            assert_eq!(sdp.media.len(), 1);
+            let m = &sdp.media[0];
+            assert_eq!(m.port, 30_002);
+            assert_eq!(
+                m.proto,
+                if crypto.is_some() {
+                    "RTP/SAVP"
+                } else {
+                    "RTP/AVP"
+                }
+            );
+            assert_eq!(m.formats, ["111", "9", "8", "0", "101", "102"]);
+            // A peer answering it with our own rules would pick Opus with its events.
+            let policy = SecurityPolicy {
+                encryption: if crypto.is_some() {
+                    Encryption::Required
+                } else {
+                    Encryption::Off
+                },
+                sdes_allowed: true,
+            };
+            let n = negotiate(&sdp, &codecs, &policy).unwrap();
+            assert_eq!((n.codec, n.payload_type), (Codec::Opus, 111));
+            assert_eq!(
+                (n.telephone_event, n.telephone_event_rate),
+                (Some(102), 48_000)
+            );
+            assert_eq!(n.crypto.is_some(), crypto.is_some());
+            let n = negotiate(&sdp, &[Codec::Pcmu], &policy).unwrap();
+            assert_eq!(
+                (n.codec, n.payload_type, n.telephone_event),
+                (Codec::Pcmu, 0, Some(101))
+            );
+        }
+    }
 
     const OFFER: &str = "v=0\r\n\
 o=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\n\

@@ -265,6 +265,57 @@ impl Phone {
         self.call_with(&sdp)
     }
 
+    /// Dials the bridge with an INVITE without SDP (as some PBXs do): the bridge's offer
+    /// comes in the 200, and this phone answers with PCMU and telephone-event in the ACK.
+    /// Returns the final status code.
+    pub fn call_without_offer(&mut self) -> u16 {
+        let branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
+        let msg = format!(
+            "{}Content-Length: 0\r\n\r\n",
+            self.headers("INVITE", &branch, self.cseq)
+        );
+        self.sip.send(msg.as_bytes(), self.bridge);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Some(m) = self.recv(deadline) {
+            let Message::Response(r) = m else { continue };
+            if r.code < 200 {
+                continue;
+            }
+            if r.code >= 300 {
+                return r.code;
+            }
+            self.to_tag = r.to().ok().and_then(|t| t.tag).map(|t| t.to_string());
+            let offer = sotto::sip::sdp::SessionDescription::parse(&r.body).expect("offer SDP");
+            let m = &offer.media[0];
+            assert!(m.formats.iter().any(|f| f == "0"), "the offer lacks PCMU");
+            assert!(
+                m.formats.iter().any(|f| f == "101"),
+                "the offer lacks telephone-event/8000"
+            );
+            let ip = m.connection.or(offer.connection).unwrap();
+            self.media.lock().unwrap().remote = Some(SocketAddr::new(ip, m.port));
+            let family = if self.rtp_addr.is_ipv6() {
+                "IP6"
+            } else {
+                "IP4"
+            };
+            let answer = format!(
+                "v=0\r\no=- 2 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n",
+                self.rtp_addr.port(),
+                ip = self.rtp_addr.ip()
+            );
+            let ack_branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
+            let ack = format!(
+                "{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+                self.headers("ACK", &ack_branch, self.cseq),
+                answer.len()
+            );
+            self.sip.send(ack.as_bytes(), self.bridge);
+            return r.code;
+        }
+        0
+    }
+
     fn call_with(&mut self, sdp: &str) -> u16 {
         let branch = format!("z9hG4bK{:08x}", rand::random::<u32>());
         let msg = format!(
