@@ -171,9 +171,13 @@ pub async fn start_with(
     metrics: Arc<Metrics>,
 ) -> Result<ServerHandle, StartError> {
     let config = Arc::new(config);
+    // Behind NAT the operator sets `media.public_address`: our Contact names it too
+    // (with the listener's port), so in-dialog requests come back to the public side.
     let public = |a: SocketAddr| {
-        if a.ip().is_unspecified() {
-            SocketAddr::new(config.media.public_address, a.port())
+        let p = config.media.public_address;
+        let nat = p != config.media.rtp_address;
+        if (a.ip().is_unspecified() || nat) && p.is_ipv4() == a.is_ipv4() {
+            SocketAddr::new(p, a.port())
         } else {
             a
         }

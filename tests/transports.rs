@@ -181,3 +181,48 @@ fn idle_connections_and_a_slow_loris_are_cut_off_while_a_call_keeps_its_audio() 
     assert_eq!(a.hangup(), 200);
     rt.block_on(server.stop());
 }
+
+#[test]
+fn behind_nat_the_contact_names_the_public_address() {
+    let rt = runtime();
+    let config = test_config_with(
+        &[("team", PIN)],
+        "42000-42099",
+        "public_address = \"203.0.113.7\"",
+        "",
+    );
+    let server = rt
+        .block_on(sotto::server::start(config, tone_prompts()))
+        .unwrap();
+    let bridge = server.sip_addr();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:team@{bridge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKnat;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@{me}>;tag=n1\r\nTo: <sip:team@{bridge}>\r\n\
+         Call-ID: nat@test\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{me}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sock.send_to(invite.as_bytes(), bridge).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 200"), "{text}");
+    let contact = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("contact:"))
+        .expect("Contact");
+    assert!(
+        contact.contains(&format!("203.0.113.7:{}", bridge.port())),
+        "{contact}"
+    );
+    assert!(
+        text.contains("c=IN IP4 203.0.113.7"),
+        "SDP names it too: {text}"
+    );
+    rt.block_on(server.stop());
+}
