@@ -649,12 +649,18 @@ def main():
     ap.add_argument("--materials", default="natural,espeak")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=18)
+    ap.add_argument("--repeats", type=int, default=1, help="talks per material and cell")
+    ap.add_argument("--from-repeat", type=int, default=0, help="skip the first repeats")
+    ap.add_argument("--append", action="store_true", help="add to an existing trials.json")
     a = ap.parse_args()
     raw = os.path.join(a.out, "raw")
     os.makedirs(raw, exist_ok=True)
     mats = materials(raw)
     mats = {k: mats[k] for k in a.materials.split(",")}
     results = []
+    tj = os.path.join(a.out, "trials.json")
+    if a.append and os.path.exists(tj):
+        results = json.load(open(tj))
     t_start = time.time()
     for cname in a.codecs.split(","):
         codec = CODECS[cname]
@@ -671,10 +677,12 @@ def main():
                 refs[mname][key] = scores(codec, src, np.concatenate([y[L:], np.zeros(L, np.int16)])[:len(src)])
             wavfile.write(os.path.join(raw, f"{cname}_{mname}_source.wav"), codec.rate, src)
         for ci, cond in enumerate(a.conditions.split(",")):
-            for mi, (mname, _) in enumerate(mats.items()):
+            for r, (mi, mname) in [(r, mm) for r in range(a.from_repeat, a.repeats)
+                                    for mm in enumerate(mats)]:
                 src = refs[mname]["src"]
-                seed = a.seed * 1000 + ci * 10 + mi
-                tag = f"{cname}_{cond}_{mname}"
+                ci = list(CONDITIONS).index(cond)
+                seed = a.seed * 1000 + ci * 10 + mi + 100 * r
+                tag = f"{cname}_{cond}_{mname}" + (f"_r{r}" if r else "")
                 log(f"trial {tag} seed {seed}")
                 row = {"codec": cname, "condition": cond, "material": mname, "seed": seed}
                 try:
@@ -710,7 +718,7 @@ def main():
                     row["error"] = f"{type(e).__name__}: {e}"
                     log(f"  {tag}: ERROR {row['error']}")
                 results.append(row)
-                with open(os.path.join(a.out, "trials.json"), "w") as f:
+                with open(tj, "w") as f:
                     json.dump(results, f, indent=1)
                 time.sleep(0.5)
     log(f"done in {time.time() - t_start:.0f} s")

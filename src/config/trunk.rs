@@ -5,11 +5,12 @@
 //! requests from no trunk follow the global policy. `check-config` refuses trunks whose
 //! networks overlap, so "first" never has to break a tie in practice.
 
-use super::Encryption;
+use super::{ConfigError, Encryption, Validator};
 use serde::Deserialize;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use toml::Spanned;
 
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address is a /32
 /// or /128.
@@ -248,6 +249,212 @@ pub(crate) fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
+}
+
+// ---- the raw `[[trunk]]` schema and its validation ---------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrunk {
+    name: Spanned<String>,
+    networks: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    digest: Option<Spanned<RawDigest>>,
+    #[serde(default)]
+    encryption: Option<Encryption>,
+    #[serde(default)]
+    allow_sdes_without_tls: Option<bool>,
+    #[serde(default)]
+    dtmf: DtmfMode,
+    #[serde(default = "default_trunk_rate")]
+    messages_per_second: Spanned<u32>,
+    #[serde(default = "default_trunk_calls")]
+    max_calls: Spanned<usize>,
+    #[serde(default = "default_trunk_setup")]
+    max_calls_in_setup: Spanned<usize>,
+}
+
+fn default_trunk_rate() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_TRUNK_MESSAGES_PER_SECOND)
+}
+fn default_trunk_calls() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_TRUNK_MAX_CALLS)
+}
+fn default_trunk_setup() -> Spanned<usize> {
+    Spanned::new(0..0, DEFAULT_TRUNK_MAX_CALLS_IN_SETUP)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    user: String,
+    realm: String,
+    #[serde(default)]
+    ha1_sha256: Option<String>,
+    #[serde(default)]
+    ha1_md5: Option<String>,
+    /// Accepted only to refuse it with a clear message: passwords are never stored.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Validates the `[[trunk]]` entries.
+pub(super) fn trunk_configs(raw: &[RawTrunk], v: &Validator<'_>) -> Result<Trunks, ConfigError> {
+    let mut trunks: Vec<TrunkConfig> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let name = t.name.get_ref().trim().to_string();
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(v.invalid(
+                t.name.span(),
+                &format!("trunk[{i}].name"),
+                "1 to 64 characters of letters, digits, '-', '_' and '.' (it may label counters)",
+            ));
+        }
+        if trunks.iter().any(|o| o.name == name) {
+            return Err(v.invalid(
+                t.name.span(),
+                &format!("trunk[{i}].name"),
+                "another trunk has this name",
+            ));
+        }
+        if t.networks.get_ref().is_empty() {
+            return Err(v.invalid(
+                t.networks.span(),
+                &format!("trunk[{i}].networks"),
+                "list at least one source network, e.g. \"10.0.0.0/8\"",
+            ));
+        }
+        let mut networks = Vec::new();
+        for (j, n) in t.networks.get_ref().iter().enumerate() {
+            let key = format!("trunk[{i}].networks[{j}]");
+            let cidr: Cidr = n.get_ref().parse().map_err(|e| {
+                v.invalid(
+                    n.span(),
+                    &key,
+                    &format!("{e}: expected a network like \"10.0.0.0/8\" or \"2001:db8::/32\""),
+                )
+            })?;
+            for (k, other) in trunks.iter().enumerate() {
+                if let Some(o) = other.networks.iter().find(|o| o.overlaps(&cidr)) {
+                    return Err(v.invalid(
+                        n.span(),
+                        &key,
+                        &format!(
+                            "{cidr} overlaps {o} of trunk `{}` (trunk[{k}]); a source must \
+                             belong to one trunk",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+            networks.push(cidr);
+        }
+        let digest = match &t.digest {
+            None => None,
+            Some(d) => Some(digest_credentials(d, i, v)?),
+        };
+        let rate = *t.messages_per_second.get_ref();
+        if !(1..=1_000_000).contains(&rate) {
+            return Err(v.invalid(
+                t.messages_per_second.span(),
+                &format!("trunk[{i}].messages_per_second"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        let max_calls = *t.max_calls.get_ref();
+        if !(1..=1_000_000).contains(&max_calls) {
+            return Err(v.invalid(
+                t.max_calls.span(),
+                &format!("trunk[{i}].max_calls"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        let in_setup = *t.max_calls_in_setup.get_ref();
+        if !(1..=max_calls.min(100_000)).contains(&in_setup) {
+            return Err(v.invalid(
+                t.max_calls_in_setup.span(),
+                &format!("trunk[{i}].max_calls_in_setup"),
+                "must be between 1 and max_calls (at most 100000)",
+            ));
+        }
+        trunks.push(TrunkConfig {
+            name,
+            networks,
+            digest,
+            encryption: t.encryption,
+            allow_sdes_without_tls: t.allow_sdes_without_tls,
+            dtmf: t.dtmf,
+            messages_per_second: rate,
+            max_calls,
+            max_calls_in_setup: in_setup,
+        });
+    }
+    Ok(Trunks::new(trunks))
+}
+
+fn digest_credentials(
+    d: &Spanned<RawDigest>,
+    i: usize,
+    v: &Validator<'_>,
+) -> Result<DigestCredentials, ConfigError> {
+    let key = format!("trunk[{i}].digest");
+    let raw = d.get_ref();
+    if raw.password.is_some() {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "a plaintext password is never stored: put ha1_sha256 and ha1_md5 instead, as \
+             printed by `sotto hash-digest --user USER --realm REALM` (password on stdin)",
+        ));
+    }
+    let user = raw.user.trim().to_string();
+    let realm = raw.realm.trim().to_string();
+    let quotable = |s: &str| !s.is_empty() && !s.contains(['"', '\\', '\r', '\n']);
+    if !quotable(&user) || !quotable(&realm) {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "user and realm must be non-empty and free of quotes, backslashes and line breaks",
+        ));
+    }
+    let ha1_sha256 = match &raw.ha1_sha256 {
+        None => None,
+        Some(h) => Some(parse_hex::<32>(h).ok_or_else(|| {
+            v.invalid(
+                d.span(),
+                &format!("{key}.ha1_sha256"),
+                "expected 64 hex digits",
+            )
+        })?),
+    };
+    let ha1_md5 = match &raw.ha1_md5 {
+        None => None,
+        Some(h) => Some(parse_hex::<16>(h).ok_or_else(|| {
+            v.invalid(
+                d.span(),
+                &format!("{key}.ha1_md5"),
+                "expected 32 hex digits",
+            )
+        })?),
+    };
+    if ha1_sha256.is_none() && ha1_md5.is_none() {
+        return Err(v.invalid(
+            d.span(),
+            &key,
+            "give ha1_sha256 and/or ha1_md5 (from `sotto hash-digest`)",
+        ));
+    }
+    Ok(DigestCredentials {
+        user,
+        realm,
+        ha1_sha256,
+        ha1_md5,
+    })
 }
 
 #[cfg(test)]
