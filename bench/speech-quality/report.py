@@ -39,6 +39,13 @@ def main():
     out = sys.argv[1]
     secs = int(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else None
     trials = json.load(open(os.path.join(out, "trials.json")))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for t in trials:                       # older trials.json: recompute from the seed
+        if "link_mean_delay_ms" not in t and "impaired_packets" in t:
+            import numpy as np
+            from sq import impairment
+            lost, delay = impairment(t["condition"], t["impaired_packets"], t["seed"])
+            t["link_mean_delay_ms"] = round(float(np.mean(delay[~lost])) * 1000, 1)
     cells = {}
     for t in trials:
         cells.setdefault((t["codec"], t["condition"]), []).append(t)
@@ -47,11 +54,21 @@ def main():
         ok = [r for r in rows if "error" not in r]
         s = {"codec": codec, "condition": cond, "talks": len(ok),
              "errors": [r["error"] for r in rows if "error" in r],
-             "loss_rate": med(ok, "loss_rate"), "delay_ms": med(ok, "delay_ms")}
+             "loss_rate": med(ok, "loss_rate"), "delay_ms": med(ok, "delay_ms"),
+             "link_delay_ms": med(ok, "link_mean_delay_ms")}
         for col in ("bridge", "no_concealment", "codec_alone", "codec_tandem", "libopus_fec_plc"):
             s[col] = {m: med(ok, col, m) for m in ("pesq_nb", "pesq_wb", "stoi")}
         summary.append(s)
     by = {(s["codec"], s["condition"]): s for s in summary}
+
+    def per_mat(codec, cond, m):
+        """' (natural 2.70, espeak 2.20)': the cell's median per material."""
+        ok = [r for r in cells.get((codec, cond), []) if "error" not in r]
+        mats = sorted({r["material"] for r in ok}, key=lambda x: x != "natural")
+        if len(mats) < 2:
+            return ""
+        return " (" + ", ".join(f"{k} {med([r for r in ok if r['material'] == k], 'bridge', m):.2f}"
+                                for k in mats) + ")"
 
     md = []
     for codec in ("pcmu", "g722", "opus"):
@@ -63,7 +80,7 @@ def main():
                   + (" (codec tandem, two passes, in the last line's note)" if False else ""))
         md.append("")
         op = codec == "opus"
-        hdr = ("| condition | loss | PESQ NB | " + ("PESQ WB | " if wb else "") + "STOI | delay ms |"
+        hdr = ("| condition | loss | PESQ NB | " + ("PESQ WB | " if wb else "") + "STOI | delay ms (link's share) |"
                + (" offline libopus FEC+PLC: NB / WB / STOI |" if op else ""))
         md.append(hdr)
         md.append("|" + "---|" * (hdr.count("|") - 1))
@@ -74,7 +91,7 @@ def main():
                     f"**{f(b['pesq_nb'])}** / {f(n['pesq_nb'])} / {f(a['pesq_nb'])} | ")
             if wb:
                 line += f"**{f(b['pesq_wb'])}** / {f(n['pesq_wb'])} / {f(a['pesq_wb'])} | "
-            line += f"**{f(b['stoi'], 3)}** / {f(n['stoi'], 3)} / {f(a['stoi'], 3)} | {f(s['delay_ms'], 0)} |"
+            line += f"**{f(b['stoi'], 3)}** / {f(n['stoi'], 3)} / {f(a['stoi'], 3)} | {f(s['delay_ms'], 0)} ({f(s['link_delay_ms'], 0)}) |"
             if op:
                 o = s["libopus_fec_plc"]
                 line += f" {f(o['pesq_nb'])} / {f(o['pesq_wb'])} / {f(o['stoi'], 3)} |"
@@ -103,7 +120,8 @@ def main():
                     continue
                 gap = a - b
                 tline(f"{CODEC_LABEL[codec]} clean within 0.05 PESQ ({m[5:].upper()}) of the codec alone",
-                      gap <= 0.05, f"bridge {b:.2f}, codec alone {a:.2f}: gap {gap:+.2f}")
+                      gap <= 0.05, f"bridge {b:.2f}, codec alone {a:.2f}: gap {gap:+.2f}; "
+                      f"tandem ceiling {c['codec_tandem'][m]:.2f}")
         j = by.get((codec, "jitter_normal"))
         if c and j:
             for m in ("pesq_nb", "pesq_wb"):
@@ -112,16 +130,20 @@ def main():
                     continue
                 gap = a - b
                 tline(f"{CODEC_LABEL[codec]} jitter 40±30 ms within 0.1 of clean ({m[5:].upper()})",
-                      gap <= 0.1, f"jitter {b:.2f}, clean {a:.2f}: gap {gap:+.2f}")
+                      gap <= 0.1, f"jitter {b:.2f}{per_mat(codec, 'jitter_normal', m)}, clean {a:.2f}"
+                      f"{per_mat(codec, 'clean', m)}: gap {gap:+.2f}")
     for cond, lim in (("loss10", 3.0), ("bursty10", 2.7)):
         s = by.get(("pcmu", cond))
         if s and s["bridge"]["pesq_nb"] is not None:
             v = s["bridge"]["pesq_nb"]
-            tline(f"G.711 {COND_LABEL[cond]} ≥ {lim} (NB)", v >= lim, f"{v:.2f} ({v - lim:+.2f})")
+            tline(f"G.711 {COND_LABEL[cond]} ≥ {lim} (NB)", v >= lim,
+                  f"{v:.2f} ({v - lim:+.2f}){per_mat('pcmu', cond, 'pesq_nb')}")
     s = by.get(("opus", "loss10"))
     if s and s["bridge"]["pesq_wb"] is not None:
         v = s["bridge"]["pesq_wb"]
-        tline("Opus with FEC, 10 % random loss ≥ 3.5 (P.862.2 WB)", v >= 3.5, f"{v:.2f} ({v - 3.5:+.2f})")
+        tline("Opus with FEC, 10 % random loss ≥ 3.5 (P.862.2 WB)", v >= 3.5,
+              f"{v:.2f} ({v - 3.5:+.2f}){per_mat('opus', 'loss10', 'pesq_wb')}; offline libopus "
+              f"FEC+PLC on the same packets {s['libopus_fec_plc']['pesq_wb']:.2f}")
     md.append("| target | met | measured |")
     md.append("|---|---|---|")
     for t in tg:
@@ -132,7 +154,7 @@ def main():
     except Exception:
         cpu = platform.processor()
     machine = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-    rev = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
+    rev = os.environ.get("SQ_REV") or subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True).stdout.strip()
     md.append(f"Machine: {machine}; sotto {rev}" + (f"; run time {secs // 60} min {secs % 60} s." if secs else "."))
     text = "\n".join(md) + "\n"

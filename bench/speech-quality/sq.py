@@ -401,13 +401,16 @@ class Endpoint:
         self.rxt.start()
 
     def send_schedule(self, dest, sched, t0, deadline):
-        """sched: list of (t_rel, pkt) sorted by t_rel; returns when done."""
+        """sched: list of (t_rel, pkt) sorted by t_rel; returns when done.
+        self.late: how late each packet left (s), our own scheduling jitter."""
+        self.late = []
         for t_rel, pkt in sched:
             if self.stop.is_set() or time.monotonic() > deadline:
                 break
             d = t0 + t_rel - time.monotonic()
             if d > 0:
                 time.sleep(d)
+            self.late.append(time.monotonic() - t0 - t_rel)
             try:
                 self.sock.sendto(pkt, dest)
             except OSError:
@@ -523,7 +526,10 @@ def run_trial(codec, cond, seed, speech, sip_port, wait_s=2.5, post_s=1.0):
     speech_lost = n - len(sent_audio)
     meta = {"speech_frames": n, "speech_frames_lost": speech_lost,
             "loss_rate": round(speech_lost / max(n, 1), 4),
-            "impaired_packets": int(n_imp), "impaired_lost": int(lost.sum())}
+            "impaired_packets": int(n_imp), "impaired_lost": int(lost.sum()),
+            "link_mean_delay_ms": round(float(np.mean(delay[~lost])) * 1000, 1),
+            "send_late_ms_p50_p99_max": [round(float(np.percentile(tal_ep.late, q)) * 1000, 2)
+                                         for q in (50, 99, 100)] if tal_ep.late else None}
     return dec, t_speech, ref, fec, meta
 
 
