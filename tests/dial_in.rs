@@ -148,6 +148,18 @@ fn a_pbx_invite_without_offer_gets_ours_and_talks_after_answering_in_the_ack() {
         hears(&b, 440.0) > 0.15,
         "the other does not hear the offer-less caller"
     );
+    // A re-INVITE without SDP (as after a transfer): our offer, its answer in the ACK,
+    // and the call goes on.
+    assert_eq!(b.reinvite_without_offer(), 200);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        hears(&a, 620.0) > 0.15,
+        "audio stopped after the offer-less re-INVITE"
+    );
+    assert!(
+        hears(&b, 440.0) > 0.15,
+        "audio stopped after the offer-less re-INVITE"
+    );
     assert_eq!(a.hangup(), 200);
     assert_eq!(b.hangup(), 200);
     rt.block_on(server.stop());

@@ -3148,3 +3148,35 @@ fn respond_to(t: &Transmit, code: u16) -> Bytes {
     s.push_str("Content-Length: 0\r\n\r\n");
     Bytes::from(s)
 }
+
+#[test]
+fn a_reinvite_without_offer_gets_ours_and_its_ack_brings_the_answer_once() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKro1", "ro1@x"));
+    let re = Req::in_dialog("INVITE", "z9hG4bKro2", "ro1@x", 2, &tag);
+    assert!(b.deliver(1_000, re.build()).is_empty());
+    match b.events().as_slice() {
+        [Event::Reinvite { call: c, offer, .. }] => {
+            assert_eq!(*c, call);
+            assert!(offer.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = b.accept(1_000, call, ANSWER);
+    assert_eq!(codes(&out), [200]);
+    let mut ack = ack_2xx(&re, &tag);
+    ack.cseq = "2 ACK".into();
+    ack.content_type = Some("application/sdp".into());
+    ack.body = OFFER.into();
+    assert!(b.deliver(1_100, ack.build()).is_empty());
+    assert!(matches!(
+        b.events().as_slice(),
+        [Event::Answer { call: c, answer }] if *c == call && &answer[..] == OFFER.as_bytes()
+    ));
+    assert!(b.deliver(1_200, ack.build()).is_empty());
+    assert!(
+        b.events().is_empty(),
+        "a retransmitted ACK is not a second answer"
+    );
+    assert!(b.run_until(60_000).is_empty(), "the 2xx stopped at the ACK");
+}

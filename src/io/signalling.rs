@@ -100,6 +100,9 @@ pub struct Signalling {
     trunk_calls: HashMap<TrunkId, usize>,
     /// Offer-less calls waiting for the answer in their ACK.
     offers: HashMap<CallToken, PendingOffer>,
+    /// Offer-less re-INVITEs waiting for the answer in their ACK, with the key we
+    /// offered (if SRTP).
+    reoffers: HashMap<CallToken, Option<CryptoAttribute>>,
 }
 
 /// An offer-less call: our offer went out in the 2xx; its answer comes in the ACK.
@@ -158,6 +161,7 @@ impl Signalling {
             published: Default::default(),
             trunk_calls: HashMap::new(),
             offers: HashMap::new(),
+            reoffers: HashMap::new(),
         }
     }
 
@@ -601,6 +605,9 @@ impl Signalling {
     /// The answer to our offer arrived in the ACK: the media starts, or the call ends
     /// when the answer is missing or does not fit the offer.
     fn on_answer(&mut self, now: Instant, call: CallToken, answer: &[u8]) {
+        if let Some(ours) = self.reoffers.remove(&call) {
+            return self.on_reanswer(now, call, answer, ours);
+        }
         let Some(pending) = self.offers.remove(&call) else {
             return;
         };
@@ -647,6 +654,60 @@ impl Signalling {
             incoming,
         );
         self.admit_pin_free(call, incoming);
+    }
+
+    /// The answer to our offer in a 2xx to an offer-less re-INVITE: the media follows
+    /// it; an unusable one ends the call (the session has no agreed state any more).
+    fn on_reanswer(
+        &mut self,
+        now: Instant,
+        call: CallToken,
+        answer: &[u8],
+        ours: Option<CryptoAttribute>,
+    ) {
+        let Some((trunk, previous)) = self.calls.get(&call).map(|e| (e.trunk, e.srtp.clone()))
+        else {
+            return;
+        };
+        let policy = SecurityPolicy {
+            encryption: if ours.is_some() {
+                Encryption::Required
+            } else {
+                Encryption::Off
+            },
+            sdes_allowed: true,
+        };
+        let negotiated = SessionDescription::parse(answer)
+            .and_then(|sdp| negotiate(&sdp, &self.config.media.codecs, &policy));
+        let keys = match (&negotiated, ours) {
+            (Ok(n), Some(ours)) => match &n.crypto {
+                Some(theirs) if theirs.tag == ours.tag && theirs.suite == ours.suite => {
+                    Some(Some(match previous {
+                        // Their key unchanged: keep the contexts (rollover counters).
+                        Some(p) if p.remote == *theirs => p,
+                        _ => SrtpKeys {
+                            local: ours,
+                            remote: theirs.clone(),
+                        },
+                    }))
+                }
+                _ => None,
+            },
+            (Ok(_), None) => Some(None),
+            (Err(_), _) => None,
+        };
+        let (Ok(n), Some(srtp)) = (negotiated, keys) else {
+            tracing::info!(%call, "no usable answer to our re-offer; hanging up");
+            self.endpoint.hangup(now, call);
+            self.drop_call(call);
+            return;
+        };
+        let media = self.media_params(&n, srtp.clone(), trunk);
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.srtp = srtp;
+            self.shards[entry.shard].send(ShardCommand::UpdateMedia { call, media });
+        }
+        tracing::info!(%call, "session updated by the answer to our offer");
     }
 
     /// A dial-in room without PIN admits at once, but only a call its PBX vouched for
@@ -736,9 +797,24 @@ impl Signalling {
         let previous = entry.srtp.clone();
         let trunk = entry.trunk;
         if offer.is_empty() {
-            // An offer-less re-INVITE wants our offer; we do not make offers yet.
-            self.endpoint
-                .reject(now, call, 488, Some("SDP offer required"));
+            // An offer-less re-INVITE (a PBX after a transfer, or refreshing): our offer,
+            // the codecs we take with the port and key the call already has; the answer
+            // comes in the ACK (`on_answer`).
+            let ours = previous.as_ref().map(|k| k.local.clone());
+            let offer = Offer {
+                codecs: &self.config.media.codecs,
+                address: self.config.media.public_address,
+                port,
+                session_id,
+                version,
+                crypto: ours.as_ref(),
+            }
+            .render();
+            if let Some(entry) = self.calls.get_mut(&call) {
+                entry.sdp_version = version;
+            }
+            self.reoffers.insert(call, ours);
+            self.endpoint.accept(now, call, &offer);
             return;
         }
         let (sdp, n) = match self.negotiate(offer, transport, trunk) {
@@ -794,6 +870,7 @@ impl Signalling {
             // Cancelled or ended before its ACK brought the answer.
             self.ports.release(pending.port);
         }
+        self.reoffers.remove(&call);
         if let Some(entry) = self.calls.remove(&call) {
             if let Some(t) = entry.trunk {
                 if let Some(n) = self.trunk_calls.get_mut(&t) {

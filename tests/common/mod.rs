@@ -265,6 +265,13 @@ impl Phone {
         self.call_with(&sdp)
     }
 
+    /// Sends a re-INVITE without SDP (a PBX after a transfer): the bridge's offer comes in
+    /// the 200 and this phone answers in the ACK. Returns the final status code.
+    pub fn reinvite_without_offer(&mut self) -> u16 {
+        self.cseq += 1;
+        self.call_without_offer()
+    }
+
     /// Dials the bridge with an INVITE without SDP (as some PBXs do): the bridge's offer
     /// comes in the 200, and this phone answers with PCMU and telephone-event in the ACK.
     /// Returns the final status code.

@@ -287,7 +287,7 @@ impl Endpoint {
                 flow,
                 cseq,
                 merge_key: None,
-                offerless: false,
+                offerless: offer.is_empty(),
             },
         );
         self.events.push_back(Event::Reinvite {
@@ -318,7 +318,15 @@ impl Endpoint {
                     // The ACK of an earlier INVITE (a retransmission): not for this 2xx.
                     return;
                 }
+                let first_ack = !e.tx.is_acked();
                 e.tx.handle_2xx_ack();
+                if first_ack && e.offerless {
+                    // Our 2xx carried the offer: this ACK carries the answer (once).
+                    self.events.push_back(Event::Answer {
+                        call,
+                        answer: req.body.clone(),
+                    });
+                }
             }
         }
         let mut newly_confirmed = None;
@@ -329,17 +337,6 @@ impl Endpoint {
             }
         }
         if let Some(source) = newly_confirmed {
-            let offerless = self
-                .invite_of
-                .get(&call)
-                .and_then(|k| self.invites.get(k))
-                .is_some_and(|e| e.offerless);
-            if offerless {
-                self.events.push_back(Event::Answer {
-                    call,
-                    answer: req.body.clone(),
-                });
-            }
             self.pending_done(source);
             // The source answered our 2xx: it is who it claims to be (the ACK is our
             // return-routability check), so messages to it are no longer capped.

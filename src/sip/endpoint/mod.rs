@@ -132,8 +132,8 @@ pub enum Event {
         /// The call.
         call: CallToken,
     },
-    /// The ACK of an offer-less call, with the answer to the offer our 2xx carried
-    /// (empty when the caller sent none: then the call is to be ended).
+    /// The ACK of an offer-less INVITE or re-INVITE, with the answer to the offer our
+    /// 2xx carried (empty when the caller sent none: then the call is to be ended).
     Answer {
         /// The call.
         call: CallToken,
