@@ -3180,3 +3180,31 @@ fn a_reinvite_without_offer_gets_ours_and_its_ack_brings_the_answer_once() {
     );
     assert!(b.run_until(60_000).is_empty(), "the 2xx stopped at the ACK");
 }
+
+#[test]
+fn an_update_offer_while_our_offer_waits_for_its_answer_gets_491() {
+    let mut b = Bench::new();
+    let (call, tag) = b.confirmed_call(Req::invite("z9hG4bKgl1", "gl1@x"));
+    // A re-INVITE without offer: our offer goes in the 2xx, the answer is not back yet.
+    let re = Req::in_dialog("INVITE", "z9hG4bKgl2", "gl1@x", 2, &tag);
+    assert!(b.deliver(1_000, re.build()).is_empty());
+    b.events();
+    assert_eq!(codes(&b.accept(1_000, call, ANSWER)), [200]);
+    let mut up = Req::in_dialog("UPDATE", "z9hG4bKgl3", "gl1@x", 3, &tag);
+    up.content_type = Some("application/sdp".into());
+    up.body = OFFER.into();
+    assert_eq!(codes(&b.deliver(1_050, up.build())), [491]);
+    assert!(b.events().is_empty());
+    // Once the answer is in, an UPDATE offer is taken.
+    let mut ack = ack_2xx(&re, &tag);
+    ack.cseq = "2 ACK".into();
+    ack.content_type = Some("application/sdp".into());
+    ack.body = OFFER.into();
+    assert!(b.deliver(1_100, ack.build()).is_empty());
+    b.events();
+    let mut up = Req::in_dialog("UPDATE", "z9hG4bKgl4", "gl1@x", 4, &tag);
+    up.content_type = Some("application/sdp".into());
+    up.body = OFFER.into();
+    assert!(b.deliver(1_200, up.build()).is_empty());
+    assert!(matches!(b.events().as_slice(), [Event::Reinvite { .. }]));
+}

@@ -82,6 +82,17 @@ impl Endpoint {
             self.non_invite_response(now, key, &req, flow, 200, &extra);
             return;
         }
+        // Glare (RFC 3311 §5.2): our own offer (in the 2xx to an INVITE without one)
+        // still waits for its answer, or another offer of theirs for ours.
+        let our_offer_open = self
+            .invite_of
+            .get(&call)
+            .and_then(|k| self.invites.get(k))
+            .is_some_and(|e| e.offerless && !e.tx.is_acked());
+        if our_offer_open || self.updates.contains_key(&call) {
+            self.non_invite_response(now, key, &req, flow, 491, &[]);
+            return;
+        }
         let offer = req.body.clone();
         self.updates.insert(call, (key, req, flow));
         self.events.push_back(Event::Reinvite {
