@@ -5,7 +5,7 @@
 mod common;
 
 use common::link::LinkKind;
-use common::{runtime, tone_prompts, tone_share, Phone};
+use common::{assert_each_hears_the_others, runtime, tone_prompts, Phone};
 use std::time::Duration;
 
 const PIN: &str = "27182818";
@@ -45,18 +45,7 @@ fn phones_over_udp_tcp_and_tls_on_ipv6_loopback_hear_each_other() {
         p.dial_digits(&format!("{PIN}#"));
     }
     std::thread::sleep(Duration::from_secs(4));
-    let tones = [440.0, 620.0, 1040.0];
-    for (i, p) in [&a, &b, &c].into_iter().enumerate() {
-        let heard = p.last_heard(1.0);
-        for (j, &f) in tones.iter().enumerate() {
-            let share = tone_share(&heard, f, 8000.0);
-            if i == j {
-                assert!(share < 0.01, "phone {i} hears itself ({share:.3})");
-            } else {
-                assert!(share > 0.1, "phone {i} misses phone {j} ({share:.3})");
-            }
-        }
-    }
+    assert_each_hears_the_others(&[&a, &b, &c], &[440.0, 620.0, 1040.0]);
     for p in [&mut a, &mut b, &mut c] {
         assert_eq!(p.hangup(), 200);
     }

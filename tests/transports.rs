@@ -5,7 +5,10 @@
 mod common;
 
 use common::link::LinkKind;
-use common::{runtime, test_config_with, tone_prompts, tone_share, Identity, Phone};
+use common::{
+    assert_each_hears_the_others, runtime, test_config_with, tone_prompts, tone_share, Identity,
+    Phone,
+};
 use std::time::Duration;
 
 const PIN: &str = "55512345";
@@ -38,18 +41,7 @@ fn udp_tcp_and_tls_callers_share_a_room() {
         p.dial_digits(&format!("{PIN}#"));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let tones = [440.0, 620.0, 1040.0];
-    for (i, p) in [&a, &b, &c].into_iter().enumerate() {
-        let heard = p.last_heard(1.0);
-        for (j, &f) in tones.iter().enumerate() {
-            let share = tone_share(&heard, f, 8000.0);
-            if i == j {
-                assert!(share < 0.01, "phone {i} hears itself ({share:.3})");
-            } else {
-                assert!(share > 0.15, "phone {i} misses phone {j} ({share:.3})");
-            }
-        }
-    }
+    assert_each_hears_the_others(&[&a, &b, &c], &[440.0, 620.0, 1040.0]);
     for p in [&mut a, &mut b, &mut c] {
         assert_eq!(p.hangup(), 200);
     }

@@ -401,9 +401,19 @@ impl Signalling {
         trunk: Option<TrunkId>,
     ) -> Result<(SessionDescription, crate::sip::sdp::Negotiated), SdpError> {
         let sdp = SessionDescription::parse(offer)?;
+        let n = negotiate(
+            &sdp,
+            &self.config.media.codecs,
+            &self.policy(transport, trunk),
+        )?;
+        Ok((sdp, n))
+    }
+
+    /// The media policy for a call over `transport` from `trunk`.
+    fn policy(&self, transport: Transport, trunk: Option<TrunkId>) -> SecurityPolicy {
         // A trunk may override the media policy for its own calls.
         let trunk = trunk.and_then(|t| self.config.trunks.get(t));
-        let policy = SecurityPolicy {
+        SecurityPolicy {
             encryption: trunk
                 .and_then(|t| t.encryption)
                 .unwrap_or(self.config.media.encryption),
@@ -413,9 +423,38 @@ impl Signalling {
                 || trunk
                     .and_then(|t| t.allow_sdes_without_tls)
                     .unwrap_or(self.config.media.allow_sdes_without_tls),
+        }
+    }
+
+    /// Reads the answer to our offer: the negotiated stream and, when we offered our
+    /// SDES key `ours`, the call's keys (theirs must answer ours: same tag and suite,
+    /// RFC 4568 §5.1.2). `None` when the answer is missing or does not fit.
+    fn read_answer(
+        &self,
+        answer: &[u8],
+        ours: Option<&CryptoAttribute>,
+    ) -> Option<(crate::sip::sdp::Negotiated, Option<SrtpKeys>)> {
+        let policy = SecurityPolicy {
+            encryption: if ours.is_some() {
+                Encryption::Required
+            } else {
+                Encryption::Off
+            },
+            sdes_allowed: true,
         };
-        let n = negotiate(&sdp, &self.config.media.codecs, &policy)?;
-        Ok((sdp, n))
+        let sdp = SessionDescription::parse(answer).ok()?;
+        let n = negotiate(&sdp, &self.config.media.codecs, &policy).ok()?;
+        let keys = match (ours, &n.crypto) {
+            (None, _) => None,
+            (Some(ours), Some(theirs)) if theirs.tag == ours.tag && theirs.suite == ours.suite => {
+                Some(SrtpKeys {
+                    local: ours.clone(),
+                    remote: theirs.clone(),
+                })
+            }
+            (Some(_), _) => return None,
+        };
+        Some((n, keys))
     }
 
     fn media_params(
@@ -558,15 +597,8 @@ impl Signalling {
     /// in the 2xx, with every codec we take, and SRTP with our key where the policy wants
     /// it; the media starts when the answer comes in the ACK ([`Self::on_answer`]).
     fn on_offerless(&mut self, now: Instant, call: CallToken, incoming: Incoming) {
-        let trunk = incoming.trunk.and_then(|t| self.config.trunks.get(t));
-        let encryption = trunk
-            .and_then(|t| t.encryption)
-            .unwrap_or(self.config.media.encryption);
-        let sdes_allowed = incoming.transport == Transport::Tls
-            || trunk
-                .and_then(|t| t.allow_sdes_without_tls)
-                .unwrap_or(self.config.media.allow_sdes_without_tls);
-        let srtp = match (encryption, sdes_allowed) {
+        let policy = self.policy(incoming.transport, incoming.trunk);
+        let srtp = match (policy.encryption, policy.sdes_allowed) {
             (Encryption::Off, _) | (Encryption::Preferred, false) => false,
             (_, true) => true,
             (Encryption::Required, false) => {
@@ -611,31 +643,7 @@ impl Signalling {
         let Some(pending) = self.offers.remove(&call) else {
             return;
         };
-        let policy = SecurityPolicy {
-            encryption: if pending.crypto.is_some() {
-                Encryption::Required
-            } else {
-                Encryption::Off
-            },
-            sdes_allowed: true,
-        };
-        let negotiated = SessionDescription::parse(answer)
-            .and_then(|sdp| negotiate(&sdp, &self.config.media.codecs, &policy));
-        // Their key must answer ours: same tag and suite (RFC 4568 §5.1.2).
-        let keys = match (&negotiated, &pending.crypto) {
-            (Ok(n), Some(ours)) => match &n.crypto {
-                Some(theirs) if theirs.tag == ours.tag && theirs.suite == ours.suite => {
-                    Some(Some(SrtpKeys {
-                        local: ours.clone(),
-                        remote: theirs.clone(),
-                    }))
-                }
-                _ => None,
-            },
-            (Ok(_), None) => Some(None),
-            (Err(_), _) => None,
-        };
-        let (Ok(n), Some(srtp)) = (negotiated, keys) else {
+        let Some((n, srtp)) = self.read_answer(answer, pending.crypto.as_ref()) else {
             tracing::info!(%call, "no usable answer in the ACK; hanging up");
             self.ports.release(pending.port);
             self.counters.rejected += 1;
@@ -669,39 +677,17 @@ impl Signalling {
         else {
             return;
         };
-        let policy = SecurityPolicy {
-            encryption: if ours.is_some() {
-                Encryption::Required
-            } else {
-                Encryption::Off
-            },
-            sdes_allowed: true,
-        };
-        let negotiated = SessionDescription::parse(answer)
-            .and_then(|sdp| negotiate(&sdp, &self.config.media.codecs, &policy));
-        let keys = match (&negotiated, ours) {
-            (Ok(n), Some(ours)) => match &n.crypto {
-                Some(theirs) if theirs.tag == ours.tag && theirs.suite == ours.suite => {
-                    Some(Some(match previous {
-                        // Their key unchanged: keep the contexts (rollover counters).
-                        Some(p) if p.remote == *theirs => p,
-                        _ => SrtpKeys {
-                            local: ours,
-                            remote: theirs.clone(),
-                        },
-                    }))
-                }
-                _ => None,
-            },
-            (Ok(_), None) => Some(None),
-            (Err(_), _) => None,
-        };
-        let (Ok(n), Some(srtp)) = (negotiated, keys) else {
+        let Some((n, keys)) = self.read_answer(answer, ours.as_ref()) else {
             tracing::info!(%call, "no usable answer to our re-offer; hanging up");
             self.endpoint.hangup(now, call);
             self.drop_call(call);
             return;
         };
+        // Their key unchanged: keep the contexts (and their rollover counters).
+        let srtp = keys.map(|k| match previous {
+            Some(p) if p.remote == k.remote => p,
+            _ => k,
+        });
         let media = self.media_params(&n, srtp.clone(), trunk);
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.srtp = srtp;

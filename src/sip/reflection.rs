@@ -27,10 +27,6 @@ const MAX_BUDGETS: usize = 65_536;
 /// A source's unspent budget is capped, so a long quiet flood cannot bank credit.
 const MAX_BUDGET_BYTES: usize = 64 * 1024;
 
-/// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
-/// rehash.
-const SHRINK_FLOOR: usize = 64;
-
 /// Bytes an unverified UDP source may still receive.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
@@ -136,22 +132,9 @@ impl ReflectionGuard {
 
     /// Gives back the memory a burst grew the tables to (see `Endpoint::shrink_tables`).
     pub fn shrink(&mut self) {
-        if self.budgets.capacity() > SHRINK_FLOOR
-            && self.budgets.capacity() > 4 * self.budgets.len()
-        {
-            self.budgets
-                .shrink_to((2 * self.budgets.len()).max(SHRINK_FLOOR));
-        }
-        if self.verified.capacity() > SHRINK_FLOOR
-            && self.verified.capacity() > 4 * self.verified.len()
-        {
-            self.verified
-                .shrink_to((2 * self.verified.len()).max(SHRINK_FLOOR));
-        }
-        if self.order.capacity() > SHRINK_FLOOR && self.order.capacity() > 4 * self.order.len() {
-            self.order
-                .shrink_to((2 * self.order.len()).max(SHRINK_FLOOR));
-        }
+        super::shrink_map(&mut self.budgets);
+        super::shrink_map(&mut self.verified);
+        super::shrink_queue(&mut self.order);
     }
 }
 

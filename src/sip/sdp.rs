@@ -510,6 +510,14 @@ pub struct Answer<'a> {
     pub crypto: Option<&'a CryptoAttribute>,
 }
 
+/// An address as SDP writes it after `IN` (RFC 8866 §5.7): `IP4 a.b.c.d` or `IP6 …`.
+fn address_spec(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => format!("IP4 {a}"),
+        IpAddr::V6(a) => format!("IP6 {a}"),
+    }
+}
+
 /// Payload type we offer Opus on (dynamic, RFC 3551 §3).
 pub const OFFER_OPUS_PT: u8 = 111;
 /// Payload types we offer telephone-event on: at 8000 Hz (G.711, G.722) and at
@@ -538,10 +546,7 @@ pub struct Offer<'a> {
 impl Offer<'_> {
     /// Writes the SDP offer.
     pub fn render(&self) -> String {
-        let ip = match self.address {
-            IpAddr::V4(a) => format!("IP4 {a}"),
-            IpAddr::V6(a) => format!("IP6 {a}"),
-        };
+        let ip = address_spec(self.address);
         let pt = |c: Codec| c.payload_type().unwrap_or(OFFER_OPUS_PT);
         let proto = if self.crypto.is_some() {
             "RTP/SAVP"
@@ -589,10 +594,7 @@ impl Offer<'_> {
 impl Answer<'_> {
     /// Writes the SDP answer.
     pub fn render(&self) -> String {
-        let ip = match self.address {
-            IpAddr::V4(a) => format!("IP4 {a}"),
-            IpAddr::V6(a) => format!("IP6 {a}"),
-        };
+        let ip = address_spec(self.address);
         let mut s = String::with_capacity(300);
         let _ = write!(
             s,

@@ -108,6 +108,22 @@ pub fn tone_share(samples: &[i16], freq: f64, rate: f64) -> f64 {
     (power * 2.0 / (n * energy)).min(1.0)
 }
 
+/// Asserts that in its last second each phone hears every other phone's tone (more than
+/// 15 % of the power) and not its own (under 1 %): the mix-minus of one room.
+pub fn assert_each_hears_the_others(phones: &[&Phone], tones: &[f64]) {
+    for (i, p) in phones.iter().enumerate() {
+        let heard = p.last_heard(1.0);
+        for (j, &f) in tones.iter().enumerate() {
+            let share = tone_share(&heard, f, 8000.0);
+            if i == j {
+                assert!(share < 0.01, "phone {i} hears itself ({share:.3})");
+            } else {
+                assert!(share > 0.15, "phone {i} misses phone {j} ({share:.3})");
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct MediaShared {
     received: Vec<i16>,

@@ -78,8 +78,7 @@ impl Endpoint {
         }
         if req.body.is_empty() {
             let headers = self.session_headers(call);
-            let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            self.non_invite_response(now, key, &req, flow, 200, &extra);
+            self.answer_update(now, key, &req, flow, 200, &headers, None);
             return;
         }
         // Glare (RFC 3311 §5.2): our own offer (in the 2xx to an INVITE without one)
@@ -114,20 +113,8 @@ impl Endpoint {
         headers: &[(&'static str, String)],
         sdp: Option<&str>,
     ) {
-        let Ok(via) = req.top_via() else { return };
-        let dest = response_destination(&via, flow.remote, flow.transport);
-        let tag = self.dialog_of(req).map(|d| d.key.local_tag.clone());
         let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
-        let Ok(bytes) = build_response(req, flow.remote, code, tag.as_deref(), &extra, body) else {
-            return;
-        };
-        let mut tx = NonInviteServer::new(dest, flow.transport.is_reliable(), self.cfg.timers)
-            .with_connection(flow.connection);
-        if let Some(t) = tx.send(now, code, Bytes::from(bytes)) {
-            self.transmits.push_back(t);
-        }
-        self.non_invites.insert(key, tx);
+        self.non_invite_response_tagged(now, key, req, flow, code, &extra, None, sdp);
     }
 
     /// The session-timer headers of a 2xx for `call`, if it has a timer.

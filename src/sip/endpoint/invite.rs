@@ -365,7 +365,7 @@ impl Endpoint {
             .get(&call)
             .is_some_and(|d| d.state == DialogState::Early);
         // RFC 3261 §9.2: the 200 to the CANCEL carries the To tag the 487 will carry.
-        self.non_invite_response_tagged(now, key, &req, flow, 200, &[], tag.clone());
+        self.non_invite_response_tagged(now, key, &req, flow, 200, &[], tag.clone(), None);
         if !proceeding {
             // Already answered: the CANCEL has no effect (RFC 3261 §9.2).
             return;

@@ -193,10 +193,6 @@ const MAX_PENDING_PER_SOURCE: usize = 16;
 /// Unconfirmed calls, all sources together.
 const MAX_PENDING_TOTAL: usize = 256;
 
-/// Tables at or below this capacity are never shrunk: a few kilobytes, not worth the
-/// rehash (see `Endpoint::shrink_tables`).
-const SHRINK_FLOOR: usize = 64;
-
 /// What a request we sent is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientPurpose {
@@ -454,19 +450,10 @@ impl Endpoint {
         [a, b, c, d].into_iter().flatten().min()
     }
 
-    /// Gives back the memory of tables a burst has grown and that have emptied since.
-    ///
-    /// A hash map keeps its largest capacity for good: after an INVITE flood the
-    /// transaction table alone would hold megabytes of empty slots (and with the process
-    /// memory locked, the allocator cannot hand freed pages back piecemeal). A table is
-    /// shrunk once it is less than a quarter full, to twice what it holds, so a steady
-    /// load never reallocates back and forth.
+    /// Gives back the memory of tables a burst has grown and that have emptied since
+    /// (see [`super::shrink_map`]).
     fn shrink_tables(&mut self) {
-        fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-            if map.capacity() > SHRINK_FLOOR && map.capacity() > 4 * map.len() {
-                map.shrink_to((2 * map.len()).max(SHRINK_FLOOR));
-            }
-        }
+        use super::shrink_map as shrink;
         shrink(&mut self.invites);
         shrink(&mut self.non_invites);
         shrink(&mut self.clients);
@@ -476,8 +463,8 @@ impl Endpoint {
         shrink(&mut self.merged);
         shrink(&mut self.pending);
         self.reflection.shrink();
-        if self.transmits.capacity() > SHRINK_FLOOR && self.transmits.is_empty() {
-            self.transmits.shrink_to(SHRINK_FLOOR);
+        if self.transmits.capacity() > super::SHRINK_FLOOR && self.transmits.is_empty() {
+            self.transmits.shrink_to(super::SHRINK_FLOOR);
         }
     }
 
@@ -776,9 +763,11 @@ impl Endpoint {
         code: u16,
         extra: &[(&str, &str)],
     ) {
-        self.non_invite_response_tagged(now, key, req, flow, code, extra, None);
+        self.non_invite_response_tagged(now, key, req, flow, code, extra, None, None);
     }
 
+    /// A non-INVITE response with our To tag (`tag`, else the dialog's, else a fresh
+    /// one) and, for an UPDATE's answer, an SDP body.
     #[allow(clippy::too_many_arguments)]
     fn non_invite_response_tagged(
         &mut self,
@@ -789,13 +778,15 @@ impl Endpoint {
         code: u16,
         extra: &[(&str, &str)],
         tag: Option<String>,
+        sdp: Option<&str>,
     ) {
         let Ok(via) = req.top_via() else { return };
         let dest = response_destination(&via, flow.remote, flow.transport);
         let to_tag = tag
             .or_else(|| self.dialog_of(req).map(|d| d.key.local_tag.clone()))
             .unwrap_or_else(super::message::random_token);
-        let Ok(bytes) = build_response(req, flow.remote, code, Some(&to_tag), extra, None) else {
+        let body = sdp.map(|s| ("application/sdp", s.as_bytes()));
+        let Ok(bytes) = build_response(req, flow.remote, code, Some(&to_tag), extra, body) else {
             return;
         };
         let mut tx = NonInviteServer::new(dest, flow.transport.is_reliable(), self.cfg.timers)
