@@ -4,4 +4,5 @@
 pub mod dial_in;
 pub mod ivr;
 pub mod pin;
+pub mod playback;
 pub mod prompts;

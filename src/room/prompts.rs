@@ -3,7 +3,7 @@
 //! Files are 8 kHz mono 16-bit PCM WAV (see `prompts/README.md`); an operator may
 //! replace any of them with a recording in that format. Nothing is read after start.
 
-use super::ivr::Prompt;
+pub use super::ivr::Prompt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
