@@ -27,6 +27,7 @@ fn prompts() -> Arc<Prompts> {
             Prompt::Goodbye => 1980,
             Prompt::FirstParticipant => 1468,
             Prompt::JoinTone => 988,
+            _ => 732,
         };
         vec![level; 480]
     }))

@@ -88,6 +88,18 @@ impl Digit {
         }
     }
 
+    /// The digit for a key character (`0`–`9`, `*`, `#`, `A`–`D`, case-blind).
+    pub fn from_char(c: char) -> Option<Digit> {
+        let code = match c.to_ascii_uppercase() {
+            d @ '0'..='9' => d as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            l @ 'A'..='D' => l as u8 - b'A' + 12,
+            _ => return None,
+        };
+        Some(Digit(code))
+    }
+
     /// The RFC 4733 event code, 0–15.
     pub fn event(self) -> u8 {
         self.0

@@ -12,47 +12,11 @@
 //!           ── wrong, no tries left ─▶ Farewell (goodbye plays) ─▶ hang up
 //! ```
 
+use super::prompts::Prompt;
 use crate::media::dtmf::Digit;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
-
-/// The prompts the bridge plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Prompt {
-    /// "Please enter the conference PIN, followed by the hash key."
-    EnterPin,
-    /// "That PIN is not correct. Please try again."
-    WrongPin,
-    /// "Too many wrong attempts. Goodbye."
-    Goodbye,
-    /// "You are the first participant."
-    FirstParticipant,
-    /// A short join tone.
-    JoinTone,
-}
-
-impl Prompt {
-    /// Every prompt, in file order.
-    pub const ALL: [Prompt; 5] = [
-        Prompt::EnterPin,
-        Prompt::WrongPin,
-        Prompt::Goodbye,
-        Prompt::FirstParticipant,
-        Prompt::JoinTone,
-    ];
-
-    /// File name (without directory) of this prompt.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Prompt::EnterPin => "enter_pin.wav",
-            Prompt::WrongPin => "wrong_pin.wav",
-            Prompt::Goodbye => "goodbye.wav",
-            Prompt::FirstParticipant => "first_participant.wav",
-            Prompt::JoinTone => "join.wav",
-        }
-    }
-}
 
 /// Digits of one PIN attempt; zeroized on drop and never printed.
 pub struct PinAttempt(pub Zeroizing<Vec<u8>>);

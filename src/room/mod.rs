@@ -3,6 +3,10 @@
 
 pub mod dial_in;
 pub mod ivr;
+pub mod keys;
 pub mod pin;
 pub mod playback;
 pub mod prompts;
+pub mod state;
+
+pub use state::{Dismissal, Role, Room, RoomAction, RoomOptions};

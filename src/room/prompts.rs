@@ -3,9 +3,220 @@
 //! Files are 8 kHz mono 16-bit PCM WAV (see `prompts/README.md`); an operator may
 //! replace any of them with a recording in that format. Nothing is read after start.
 
-pub use super::ivr::Prompt;
+use super::keys::Control;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The prompts the bridge plays (file names in `prompts/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prompt {
+    /// "Please enter the conference PIN, followed by the hash key."
+    EnterPin,
+    /// "That PIN is not correct. Please try again."
+    WrongPin,
+    /// "Too many wrong attempts. Goodbye."
+    Goodbye,
+    /// "You are the first participant."
+    FirstParticipant,
+    /// A short rising two-tone: someone joined.
+    JoinTone,
+    /// The join tone falling: someone left.
+    LeaveTone,
+    /// "You are muted."
+    Muted,
+    /// "You are no longer muted."
+    Unmuted,
+    /// "Your hand is raised."
+    HandRaised,
+    /// "Your hand is lowered."
+    HandLowered,
+    /// "Participants in this conference:" (a number follows).
+    Participants,
+    /// "Quieter."
+    Quieter,
+    /// "Louder."
+    Louder,
+    /// "You can use these keys."
+    HelpIntro,
+    /// What a control does, said after its keys in the help.
+    Help(Control),
+    /// "star"
+    KeyStar,
+    /// "hash"
+    KeyHash,
+    /// "The conference is now locked."
+    Locked,
+    /// "The conference is now unlocked."
+    Unlocked,
+    /// "This conference is locked. Goodbye."
+    RoomLocked,
+    /// "This conference is full. Goodbye."
+    RoomFull,
+    /// "Lecture mode is on. Only moderators can speak."
+    LectureOn,
+    /// "Lecture mode is off."
+    LectureOff,
+    /// "You cannot unmute yourself during the lecture. Raise your hand…"
+    UnmuteNotAllowed,
+    /// "You have the floor."
+    FloorGiven,
+    /// "No hands are raised."
+    NoHands,
+    /// "You have been removed from the conference. Goodbye."
+    Removed,
+    /// "A participant has been removed."
+    ParticipantRemoved,
+    /// "There is nobody to remove."
+    NobodyToRemove,
+    /// "Everyone except moderators is now muted."
+    AllMuted,
+    /// "The moderator has muted you."
+    MutedByModerator,
+    /// "You are a moderator."
+    Moderator,
+    /// "Please wait. The conference starts when the moderator joins."
+    WaitForModerator,
+    /// "The moderator has joined. The conference begins."
+    ConferenceStarts,
+    /// "The moderator has left. The conference will end shortly. Goodbye."
+    ConferenceEnding,
+    /// "You are the only participant."
+    OnlyParticipant,
+    /// "You are muted. To unmute, press" (the keys follow).
+    MutedHint,
+    /// "That key is not available."
+    NotAllowed,
+    /// "more than ninety-nine"
+    MoreThan99,
+    /// A number, 0 to 99.
+    Number(u8),
+}
+
+/// Every prompt but the numbers, in file order.
+const FIXED: [Prompt; 50] = [
+    Prompt::EnterPin,
+    Prompt::WrongPin,
+    Prompt::Goodbye,
+    Prompt::FirstParticipant,
+    Prompt::JoinTone,
+    Prompt::LeaveTone,
+    Prompt::Muted,
+    Prompt::Unmuted,
+    Prompt::HandRaised,
+    Prompt::HandLowered,
+    Prompt::Participants,
+    Prompt::Quieter,
+    Prompt::Louder,
+    Prompt::HelpIntro,
+    Prompt::Help(Control::Mute),
+    Prompt::Help(Control::Hand),
+    Prompt::Help(Control::Count),
+    Prompt::Help(Control::Quieter),
+    Prompt::Help(Control::Louder),
+    Prompt::Help(Control::Help),
+    Prompt::Help(Control::Lock),
+    Prompt::Help(Control::Lecture),
+    Prompt::Help(Control::Floor),
+    Prompt::Help(Control::RemoveLast),
+    Prompt::Help(Control::MuteAll),
+    Prompt::KeyStar,
+    Prompt::KeyHash,
+    Prompt::Locked,
+    Prompt::Unlocked,
+    Prompt::RoomLocked,
+    Prompt::RoomFull,
+    Prompt::LectureOn,
+    Prompt::LectureOff,
+    Prompt::UnmuteNotAllowed,
+    Prompt::FloorGiven,
+    Prompt::NoHands,
+    Prompt::Removed,
+    Prompt::ParticipantRemoved,
+    Prompt::NobodyToRemove,
+    Prompt::AllMuted,
+    Prompt::MutedByModerator,
+    Prompt::Moderator,
+    Prompt::WaitForModerator,
+    Prompt::ConferenceStarts,
+    Prompt::ConferenceEnding,
+    Prompt::OnlyParticipant,
+    Prompt::MutedHint,
+    Prompt::NotAllowed,
+    Prompt::MoreThan99,
+    Prompt::Number(0),
+];
+
+/// Spoken numbers: 0 to this.
+pub const MAX_NUMBER: u8 = 99;
+
+impl Prompt {
+    /// Number of prompts (numbers included).
+    pub const COUNT: usize = FIXED.len() - 1 + MAX_NUMBER as usize + 1;
+
+    /// Every prompt, in file order.
+    pub fn all() -> impl Iterator<Item = Prompt> {
+        FIXED[..FIXED.len() - 1]
+            .iter()
+            .copied()
+            .chain((0..=MAX_NUMBER).map(Prompt::Number))
+    }
+
+    /// Its place in [`Prompt::all`].
+    fn index(self) -> usize {
+        match self {
+            Prompt::Number(n) => FIXED.len() - 1 + usize::from(n.min(MAX_NUMBER)),
+            p => FIXED.iter().position(|&x| x == p).unwrap_or(0),
+        }
+    }
+
+    /// File name (without directory) of this prompt.
+    pub fn file_name(self) -> Cow<'static, str> {
+        let name = match self {
+            Prompt::Number(n) => return Cow::Owned(format!("number_{n}.wav")),
+            Prompt::Help(c) => return Cow::Owned(format!("help_{}.wav", c.config_key().0)),
+            Prompt::EnterPin => "enter_pin.wav",
+            Prompt::WrongPin => "wrong_pin.wav",
+            Prompt::Goodbye => "goodbye.wav",
+            Prompt::FirstParticipant => "first_participant.wav",
+            Prompt::JoinTone => "join.wav",
+            Prompt::LeaveTone => "leave.wav",
+            Prompt::Muted => "muted.wav",
+            Prompt::Unmuted => "unmuted.wav",
+            Prompt::HandRaised => "hand_raised.wav",
+            Prompt::HandLowered => "hand_lowered.wav",
+            Prompt::Participants => "participants.wav",
+            Prompt::Quieter => "quieter.wav",
+            Prompt::Louder => "louder.wav",
+            Prompt::HelpIntro => "help_intro.wav",
+            Prompt::KeyStar => "key_star.wav",
+            Prompt::KeyHash => "key_hash.wav",
+            Prompt::Locked => "locked.wav",
+            Prompt::Unlocked => "unlocked.wav",
+            Prompt::RoomLocked => "room_locked.wav",
+            Prompt::RoomFull => "room_full.wav",
+            Prompt::LectureOn => "lecture_on.wav",
+            Prompt::LectureOff => "lecture_off.wav",
+            Prompt::UnmuteNotAllowed => "unmute_not_allowed.wav",
+            Prompt::FloorGiven => "floor_given.wav",
+            Prompt::NoHands => "no_hands.wav",
+            Prompt::Removed => "removed.wav",
+            Prompt::ParticipantRemoved => "participant_removed.wav",
+            Prompt::NobodyToRemove => "nobody_to_remove.wav",
+            Prompt::AllMuted => "all_muted.wav",
+            Prompt::MutedByModerator => "muted_by_moderator.wav",
+            Prompt::Moderator => "moderator.wav",
+            Prompt::WaitForModerator => "wait_for_moderator.wav",
+            Prompt::ConferenceStarts => "conference_starts.wav",
+            Prompt::ConferenceEnding => "conference_ending.wav",
+            Prompt::OnlyParticipant => "only_participant.wav",
+            Prompt::MutedHint => "muted_hint.wav",
+            Prompt::NotAllowed => "not_allowed.wav",
+            Prompt::MoreThan99 => "more_than_99.wav",
+        };
+        Cow::Borrowed(name)
+    }
+}
 
 /// Why the prompts could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -37,36 +248,31 @@ const MAX_PROMPT_SAMPLES: usize = 60 * PROMPT_RATE as usize;
 /// All prompts of one language.
 #[derive(Debug, Clone)]
 pub struct Prompts {
-    audio: [Arc<[i16]>; Prompt::ALL.len()],
+    audio: Vec<Arc<[i16]>>,
 }
 
 impl Prompts {
     /// Loads `<dir>/<language>/<file>` for every prompt.
     pub fn load(dir: &Path, language: &str) -> Result<Prompts, PromptError> {
         let base = dir.join(language);
-        let mut audio: Vec<Arc<[i16]>> = Vec::with_capacity(Prompt::ALL.len());
-        for p in Prompt::ALL {
-            audio.push(load_wav(&base.join(p.file_name()))?.into());
+        let mut audio: Vec<Arc<[i16]>> = Vec::with_capacity(Prompt::COUNT);
+        for p in Prompt::all() {
+            audio.push(load_wav(&base.join(p.file_name().as_ref()))?.into());
         }
-        let audio: [Arc<[i16]>; Prompt::ALL.len()] =
-            audio.try_into().map_err(|_| PromptError::Unreadable {
-                path: base.clone(),
-                message: "internal: prompt count".into(),
-            })?;
         Ok(Prompts { audio })
     }
 
     /// Builds prompts from samples (tests, simulations).
     pub fn from_fn(mut f: impl FnMut(Prompt) -> Vec<i16>) -> Prompts {
         Prompts {
-            audio: Prompt::ALL.map(|p| f(p).into()),
+            audio: Prompt::all().map(|p| f(p).into()).collect(),
         }
     }
 
     /// The samples of one prompt.
     pub fn get(&self, p: Prompt) -> &Arc<[i16]> {
-        let i = Prompt::ALL.iter().position(|x| *x == p).unwrap_or(0);
-        &self.audio[i]
+        // `audio` holds every prompt (built from `Prompt::all`), so the index is in range.
+        &self.audio[p.index().min(self.audio.len().saturating_sub(1))]
     }
 }
 
@@ -108,7 +314,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         for lang in ["de", "en"] {
             let p = Prompts::load(&dir, lang).unwrap();
-            for prompt in Prompt::ALL {
+            for prompt in Prompt::all() {
                 let len = p.get(prompt).len();
                 // Between 0.1 s and 15 s: a real prompt, not an empty or runaway file.
                 assert!(
@@ -117,6 +323,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_prompt_has_its_own_file_and_place() {
+        let names: std::collections::HashSet<_> = Prompt::all().map(Prompt::file_name).collect();
+        assert_eq!(names.len(), Prompt::COUNT);
+        for (i, p) in Prompt::all().enumerate() {
+            assert_eq!(p.index(), i, "{p:?}");
+        }
+        assert_eq!(Prompt::Number(42).file_name(), "number_42.wav");
+        assert_eq!(
+            Prompt::Help(Control::RemoveLast).file_name(),
+            "help_remove_last.wav"
+        );
     }
 
     #[test]

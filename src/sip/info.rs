@@ -70,14 +70,7 @@ fn key(s: &str) -> Option<Digit> {
             Err(_) => None,
         };
     };
-    let code = match c.to_ascii_uppercase() {
-        d @ '0'..='9' => d as u8 - b'0',
-        '*' => 10,
-        '#' => 11,
-        l @ 'A'..='D' => 12 + (l as u8 - b'A'),
-        _ => return None,
-    };
-    Digit::from_event(code)
+    Digit::from_char(c)
 }
 
 #[cfg(test)]

@@ -57,13 +57,14 @@ pub fn test_config_with(
 
 /// Prompts made of distinct tones so tests can tell which one a phone heard.
 pub fn tone_prompts() -> sotto::room::prompts::Prompts {
-    use sotto::room::ivr::Prompt;
+    use sotto::room::prompts::Prompt;
     sotto::room::prompts::Prompts::from_fn(|p| match p {
         Prompt::EnterPin => tone(300.0, 0.6, 8000.0),
         Prompt::WrongPin => tone(350.0, 0.3, 8000.0),
         Prompt::Goodbye => tone(380.0, 0.3, 8000.0),
         Prompt::FirstParticipant => tone(2000.0, 0.6, 8000.0),
         Prompt::JoinTone => tone(1500.0, 0.2, 8000.0),
+        _ => tone(2500.0, 0.2, 8000.0),
     })
 }
 
