@@ -270,6 +270,8 @@ pub async fn start_with(
             digit_timeout: Duration::from_secs(config.ivr.digit_timeout_secs),
             max_digits: config.ivr.max_pin_digits,
         },
+        keys: Arc::new(config.controls.clone()),
+        room_options: config.rooms.iter().map(|r| r.options).collect(),
     };
     let shard_count = match config.mixer.shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -278,8 +280,14 @@ pub async fn start_with(
     let mut shards = Vec::with_capacity(shard_count);
     for i in 0..shard_count {
         shards.push(
-            ShardHandle::spawn(i, settings, prompts.clone(), ev_tx.clone(), metrics.clone())
-                .map_err(StartError::Thread)?,
+            ShardHandle::spawn(
+                i,
+                settings.clone(),
+                prompts.clone(),
+                ev_tx.clone(),
+                metrics.clone(),
+            )
+            .map_err(StartError::Thread)?,
         );
     }
     drop(ev_tx);

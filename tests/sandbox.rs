@@ -432,7 +432,8 @@ fn full_call(bridge: &mut Bridge, check_audio: bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // Each hears the join tone and "first participant" (a also b's join tone) first.
+    std::thread::sleep(Duration::from_secs(5));
     if check_audio {
         let heard_by_a = a.last_heard(1.0);
         let heard_by_b = b.last_heard(1.0);

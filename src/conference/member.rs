@@ -15,6 +15,7 @@ use crate::media::srtp::{CryptoAttribute, SrtpContext};
 use crate::redact::CallToken;
 use crate::room::ivr::Ivr;
 use crate::room::playback::Playback;
+use crate::room::Dismissal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use zeroize::Zeroize;
@@ -91,6 +92,9 @@ pub struct RtpSeed {
 pub(super) enum Phase {
     Ivr(Box<Ivr>),
     Joined(RoomKey),
+    /// Out of its room (refused, removed, the room ended): hears what it is told, then
+    /// its call ends.
+    Leaving(Dismissal),
 }
 
 /// An in-band DTMF detector at the format's decode rate, when wanted (every rate a
@@ -152,6 +156,14 @@ pub struct Member {
     pub(super) phase: Phase,
     /// Prompts to this caller.
     pub(super) playback: Playback,
+    /// Muted by itself or its room: heard by nobody, but listened to for the hint.
+    pub(super) muted: bool,
+    /// Waiting for the room's moderator: neither heard nor hearing.
+    pub(super) waiting: bool,
+    /// Its own listening level (dB over the room's mix).
+    pub(super) gain_db: i8,
+    /// Net ticks of speech while muted (for the muted-talker hint).
+    pub(super) talk: u16,
     /// The member's rate to its room's (speakers only), and back.
     pub(super) up: Option<Resampler>,
     pub(super) down: Option<Resampler>,
@@ -187,7 +199,7 @@ impl Member {
     pub(super) fn phase_room(&self) -> Option<RoomKey> {
         match self.phase {
             Phase::Joined(r) => Some(r),
-            Phase::Ivr(_) => None,
+            Phase::Ivr(_) | Phase::Leaving(_) => None,
         }
     }
 }
@@ -279,6 +291,10 @@ impl Member {
             timed_out: false,
             phase: Phase::Ivr(Box::new(Ivr::new(settings.ivr))),
             playback: Playback::new(format.rate),
+            muted: false,
+            waiting: false,
+            gain_db: 0,
+            talk: 0,
             up: None,
             down: None,
             voice: Voice::new(),

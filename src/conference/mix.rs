@@ -166,7 +166,7 @@ pub(super) fn select_speakers(
         slots
             .get(s)
             .and_then(Option::as_ref)
-            .filter(|m| m.receive)
+            .filter(|m| m.receive && !m.muted && !m.waiting)
             .map(|m| m.voice)
     };
     let dropped = |slots: &mut [Option<Member>], s: usize| {

@@ -37,8 +37,9 @@ use crate::media::playout::Playout;
 use crate::mixer::Mixer;
 use crate::redact::CallToken;
 use crate::room::ivr::{IvrAction, IvrSettings, PinAttempt};
-use crate::room::prompts::Prompt;
+use crate::room::keys::KeyMap;
 use crate::room::prompts::Prompts;
+use crate::room::{Dismissal, Role, Room, RoomAction, RoomOptions};
 use member::Phase;
 use mix::{mixer_index, select_speakers, shared_encode, RoomMix};
 use std::collections::{HashMap, VecDeque};
@@ -50,11 +51,14 @@ use zeroize::Zeroize;
 /// Ticks an RFC 6464 level report stays good for: a packet or two may be late.
 const LEVEL_FRESH_TICKS: u64 = 3;
 
+/// Net ticks of speech (2 s) after which a muted member is told how to unmute.
+const MUTED_TALK_TICKS: u16 = 100;
+
 /// Index of a room in the config's room list.
 pub type RoomKey = usize;
 
 /// Shard settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConferenceSettings {
     /// Lower bound of the playout buffers' target delay.
     pub jitter_min: Duration,
@@ -70,6 +74,10 @@ pub struct ConferenceSettings {
     pub noise_gate_dbov: f32,
     /// Per-member automatic gain.
     pub auto_gain: bool,
+    /// In-call key bindings.
+    pub keys: Arc<KeyMap>,
+    /// Options of each room, by room key (a room beyond the list has the defaults).
+    pub room_options: Arc<[RoomOptions]>,
 }
 
 impl Default for ConferenceSettings {
@@ -82,6 +90,8 @@ impl Default for ConferenceSettings {
             max_speakers: 3,
             noise_gate_dbov: -50.0,
             auto_gain: false,
+            keys: Arc::new(KeyMap::default()),
+            room_options: Arc::from(Vec::new()),
         }
     }
 }
@@ -94,6 +104,8 @@ pub enum HangupReason {
     MediaTimeout,
     /// The negotiated media could not be set up (unusable SRTP keys or codec).
     MediaSetupFailed,
+    /// The room ended the call (locked, full, removed, ended with its moderator).
+    Room(Dismissal),
 }
 
 /// What the shard tells signalling.
@@ -157,6 +169,10 @@ pub struct Conference {
     free: Vec<usize>,
     by_token: HashMap<CallToken, usize>,
     rooms: HashMap<RoomKey, RoomMix>,
+    /// What each room is: members' roles, mute, lock, lecture (see `room::state`).
+    controls: HashMap<RoomKey, Room>,
+    /// Scratch: muted talkers to hint this tick.
+    hints: Vec<(RoomKey, CallToken)>,
     /// One mixer per frame length (8, 16 and 48 kHz).
     mixers: [Mixer; 3],
     /// Scratch: candidates for speaker selection, and one frame of audio.
@@ -187,6 +203,8 @@ impl Conference {
             free: Vec::new(),
             by_token: HashMap::new(),
             rooms: HashMap::new(),
+            controls: HashMap::new(),
+            hints: Vec::with_capacity(8),
             mixers: [Mixer::new(160), Mixer::new(320), Mixer::new(MAX_FRAME)],
             candidates: Vec::with_capacity(64),
             scratch: vec![0; MAX_FRAME].into_boxed_slice(),
@@ -273,20 +291,21 @@ impl Conference {
     }
 
     /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
-    pub fn remove(&mut self, call: CallToken) -> Option<usize> {
+    pub fn remove(&mut self, now: Instant, call: CallToken) -> Option<usize> {
         let slot = self.by_token.remove(&call)?;
         // Wipe in place first: moving the member out leaves its bytes in the slot.
         self.slots.get_mut(slot)?.as_mut()?.wipe();
         let member = self.slots.get_mut(slot)?.take()?;
         if let Phase::Joined(room) = member.phase {
             self.leave_room(room, slot);
+            self.leave_control(now, room, call);
         }
         self.free.push(slot);
         Some(slot)
     }
 
     /// Takes a member out to move it to another shard.
-    pub fn take(&mut self, call: CallToken) -> Option<(usize, Box<Member>)> {
+    pub fn take(&mut self, now: Instant, call: CallToken) -> Option<(usize, Box<Member>)> {
         let slot = self.by_token.remove(&call)?;
         // The frames are per tick and need not travel; wiping them first means the copy
         // the move leaves in the slot holds no audio.
@@ -294,18 +313,87 @@ impl Conference {
         let mut member = self.slots.get_mut(slot)?.take()?;
         if let Phase::Joined(room) = member.phase {
             self.leave_room(room, slot);
+            self.leave_control(now, room, call);
         }
         member.voice = Voice::new();
         self.free.push(slot);
         Some((slot, Box::new(member)))
     }
 
-    /// Takes in a member from another shard and puts it in `room`. Returns its slot.
-    pub fn adopt(&mut self, now: Instant, member: Box<Member>, room: RoomKey) -> usize {
+    /// Takes in a member from another shard and puts it in `room` as `role`. Returns
+    /// its slot.
+    pub fn adopt(&mut self, now: Instant, member: Box<Member>, room: RoomKey, role: Role) -> usize {
         let call = member.token;
         let slot = self.insert(*member);
-        self.join(now, call, room);
+        self.join_as(now, call, room, role);
         slot
+    }
+
+    /// A member left `room`: the room's state hears of it (and forgets an empty room).
+    fn leave_control(&mut self, now: Instant, room: RoomKey, call: CallToken) {
+        if let Some(c) = self.controls.get_mut(&room) {
+            c.handle_leave(now, call);
+        }
+        self.run_room(room);
+    }
+
+    /// Carries out what a room asks.
+    fn run_room(&mut self, room: RoomKey) {
+        while let Some(action) = self.controls.get_mut(&room).and_then(Room::poll_action) {
+            let member = match &action {
+                RoomAction::Say { member, .. }
+                | RoomAction::Mute { member, .. }
+                | RoomAction::Wait { member, .. }
+                | RoomAction::Gain { member, .. }
+                | RoomAction::Dismiss { member, .. } => *member,
+            };
+            let Some(&slot) = self.by_token.get(&member) else {
+                continue;
+            };
+            let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            match action {
+                RoomAction::Say { prompts, .. } => {
+                    for p in prompts {
+                        m.playback.enqueue(p);
+                    }
+                }
+                RoomAction::Mute { muted, .. } => {
+                    m.muted = muted;
+                    m.talk = 0;
+                }
+                RoomAction::Wait { waiting, .. } => m.waiting = waiting,
+                RoomAction::Gain { db, .. } => m.gain_db = db,
+                RoomAction::Dismiss { reason, .. } => {
+                    let was = std::mem::replace(&mut m.phase, Phase::Leaving(reason));
+                    if m.playback.is_idle() {
+                        self.events.push_back(ConferenceEvent::Hangup {
+                            call: member,
+                            reason: HangupReason::Room(reason),
+                        });
+                    }
+                    if let Phase::Joined(r) = was {
+                        self.leave_room(r, slot);
+                    }
+                }
+            }
+        }
+        if self.controls.get(&room).is_some_and(Room::is_empty) && !self.rooms.contains_key(&room) {
+            self.controls.remove(&room);
+        }
+    }
+
+    /// Refuses a caller whose PIN was right because the node is full: it hears why,
+    /// then its call ends.
+    pub fn refuse_full(&mut self, call: CallToken) {
+        let Some(&slot) = self.by_token.get(&call) else {
+            return;
+        };
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            m.phase = Phase::Leaving(Dismissal::Full);
+            m.playback.play_now(crate::room::prompts::Prompt::RoomFull);
+        }
     }
 
     fn leave_room(&mut self, room: RoomKey, slot: usize) {
@@ -352,7 +440,12 @@ impl Conference {
     }
 
     /// The PIN was right and the room lives here: the member joins it.
-    pub fn join(&mut self, _now: Instant, call: CallToken, room: RoomKey) {
+    pub fn join(&mut self, now: Instant, call: CallToken, room: RoomKey) {
+        self.join_as(now, call, room, Role::Member);
+    }
+
+    /// The member joins `room` as `role` (unless the room refuses it: locked, full).
+    pub fn join_as(&mut self, now: Instant, call: CallToken, room: RoomKey, role: Role) {
         let Some(&slot) = self.by_token.get(&call) else {
             return;
         };
@@ -361,10 +454,30 @@ impl Conference {
             .get(slot)
             .and_then(Option::as_ref)
             .and_then(Member::phase_room);
-        if let Some(old) = previous.filter(|&old| old != room) {
-            self.leave_room(old, slot);
+        if previous == Some(room) {
+            return;
         }
-        let alone = self.rooms.get(&room).is_none_or(|r| r.members.is_empty());
+        if let Some(old) = previous {
+            self.leave_room(old, slot);
+            self.leave_control(now, old, call);
+        }
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            // The PIN prompt (or its echo) stops; the room says what comes next.
+            m.playback.stop();
+            m.muted = false;
+            m.waiting = false;
+            m.gain_db = 0;
+            m.talk = 0;
+        }
+        let settings = &self.settings;
+        let control = self.controls.entry(room).or_insert_with(|| {
+            let options = settings.room_options.get(room).copied().unwrap_or_default();
+            Room::new(options, settings.keys.clone())
+        });
+        if !control.handle_join(now, call, role) {
+            self.run_room(room);
+            return;
+        }
         let r = self.rooms.entry(room).or_insert_with(RoomMix::new);
         if !r.members.contains(&slot) {
             r.members.push(slot);
@@ -377,12 +490,8 @@ impl Conference {
         m.seen_resyncs = m.playout.resyncs();
         m.decoder.reset();
         m.voice = Voice::new();
-        m.playback.stop();
-        m.playback.enqueue(Prompt::JoinTone);
-        if alone {
-            m.playback.enqueue(Prompt::FirstParticipant);
-        }
         self.refresh_room(room);
+        self.run_room(room);
     }
 
     /// The verification of the member's PIN attempt: `ok` false means wrong PIN.
@@ -470,11 +579,20 @@ impl Conference {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if let Phase::Ivr(ivr) = &mut m.phase {
-            ivr.handle_digit(now, digit);
-            self.run_ivr(now, slot);
+        match &mut m.phase {
+            Phase::Ivr(ivr) => {
+                ivr.handle_digit(now, digit);
+                self.run_ivr(now, slot);
+            }
+            Phase::Joined(room) => {
+                let (room, call) = (*room, m.token);
+                if let Some(c) = self.controls.get_mut(&room) {
+                    c.handle_key(now, call, digit);
+                }
+                self.run_room(room);
+            }
+            Phase::Leaving(_) => {}
         }
-        // Digits in the room are for in-call controls (not yet built).
     }
 
     /// One received datagram on the member's RTP port (decrypted in place for SRTP).
@@ -525,6 +643,26 @@ impl Conference {
                 }
             }
         }
+        // Rooms with a timer due (the grace after the last moderator left): rare, so
+        // the keys are collected only when one is.
+        if self
+            .controls
+            .values()
+            .any(|c| c.poll_timeout().is_some_and(|t| t <= now))
+        {
+            let due: Vec<RoomKey> = self
+                .controls
+                .iter()
+                .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+                .map(|(&k, _)| k)
+                .collect();
+            for room in due {
+                if let Some(c) = self.controls.get_mut(&room) {
+                    c.handle_timeout(now);
+                }
+                self.run_room(room);
+            }
+        }
     }
 
     /// Members typing their PIN as tones: one decoded frame each into their detector
@@ -569,6 +707,7 @@ impl Conference {
         let gate = self.settings.noise_gate_dbov;
         let auto_gain = self.settings.auto_gain;
         let ticks = self.ticks;
+        let hints = &mut self.hints;
         for m in self.slots.iter_mut().flatten() {
             m.has_audio = false;
             if !(matches!(m.phase, Phase::Joined(_)) && m.receive) {
@@ -608,7 +747,29 @@ impl Conference {
                 (_, false) => SILENCE_DBOV,
             };
             m.voice.update(db, gate, auto_gain);
+            if m.muted && !m.waiting && m.talk < MUTED_TALK_TICKS {
+                // Net speech while muted: a few seconds of it and the member is told
+                // (once, by its room) how to unmute.
+                m.talk = if m.voice.audible() {
+                    m.talk + 1
+                } else {
+                    m.talk.saturating_sub(1)
+                };
+                if m.talk == MUTED_TALK_TICKS {
+                    if let Phase::Joined(room) = m.phase {
+                        hints.push((room, m.token));
+                    }
+                }
+            }
         }
+        for i in 0..self.hints.len() {
+            let (room, call) = self.hints[i];
+            if let Some(c) = self.controls.get_mut(&room) {
+                c.handle_muted_talk(call);
+            }
+            self.run_room(room);
+        }
+        self.hints.clear();
     }
 
     /// Speaker selection, the sum of the speakers, and each speaker's own mix.
@@ -689,9 +850,13 @@ impl Conference {
                 m.paused = true;
                 continue;
             }
-            let room = if prompting { None } else { m.phase_room() };
+            let room = if prompting || m.waiting {
+                None
+            } else {
+                m.phase_room()
+            };
             let shared = match room {
-                Some(r) if !m.voice.speaking => rooms
+                Some(r) if !m.voice.speaking && m.gain_db == 0 => rooms
                     .get_mut(&r)
                     .and_then(|room| shared_encode(room, m.format, counters)),
                 _ => None,
@@ -706,10 +871,30 @@ impl Conference {
                 // A listener: the room's one encode for its format.
                 Some(bytes) => m.sender.write(bytes, step, &mut m.packet),
                 None => {
-                    if !prompting && !m.voice.speaking {
-                        // In the IVR between prompts, or a listener whose shared encode
-                        // failed: silence, never the last frame again.
-                        m.out[..n].fill(0);
+                    if !prompting {
+                        let heard = match room.and_then(|r| rooms.get(&r)) {
+                            // A speaker hears the mix minus itself (made by the mix).
+                            Some(_) if m.voice.speaking => true,
+                            // A listener with its own level: the room's mix at its rate.
+                            Some(r) if m.gain_db != 0 => {
+                                let n_room = r.frame();
+                                let converted = match m.down.as_mut() {
+                                    Some(down) => down.process(&r.full[..n_room], &mut m.out[..n]),
+                                    None => 0,
+                                };
+                                m.out[converted..n].fill(0);
+                                true
+                            }
+                            _ => false,
+                        };
+                        if heard {
+                            apply_gain(&mut m.out[..n], m.gain_db);
+                        } else {
+                            // In the IVR between prompts, waiting for the moderator, or a
+                            // listener whose shared encode failed: silence, never the
+                            // last frame again.
+                            m.out[..n].fill(0);
+                        }
                     }
                     counters.encoder_runs += 1;
                     let len = match m.encoder.encode(&m.out[..n], payload) {
@@ -735,12 +920,20 @@ impl Conference {
         payload.zeroize();
         for i in 0..self.finished.len() {
             let slot = self.finished[i];
-            if let Some(Member {
-                phase: Phase::Ivr(ivr),
-                ..
-            }) = self.slots[slot].as_mut()
-            {
-                ivr.handle_prompt_finished(now);
+            match self.slots[slot].as_mut() {
+                Some(Member {
+                    phase: Phase::Ivr(ivr),
+                    ..
+                }) => ivr.handle_prompt_finished(now),
+                Some(Member {
+                    phase: Phase::Leaving(reason),
+                    token,
+                    ..
+                }) => self.events.push_back(ConferenceEvent::Hangup {
+                    call: *token,
+                    reason: HangupReason::Room(*reason),
+                }),
+                _ => {}
             }
             self.run_ivr(now, slot);
         }
@@ -762,6 +955,21 @@ impl Conference {
     }
 }
 
+/// A listener's own level: `db` (a few 3 dB steps either way) on its frame.
+fn apply_gain(frame: &mut [i16], db: i8) {
+    if db == 0 {
+        return;
+    }
+    let g = 10f32.powf(f32::from(db) / 20.0);
+    for x in frame {
+        *x = (f32::from(*x) * g).clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
+mod control_tests;

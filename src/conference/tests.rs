@@ -6,20 +6,28 @@ use crate::config::Codec;
 use crate::media::g711::{ulaw_decode, ulaw_encode};
 use crate::media::rtp::{self, RtpSender};
 use crate::media::srtp::SrtpContext;
+use crate::room::prompts::Prompt;
 use std::f64::consts::PI;
 
-const TICK: Duration = Duration::from_millis(20);
+pub(super) const TICK: Duration = Duration::from_millis(20);
 const FRAME_SAMPLES: usize = 160;
 
-fn settings() -> ConferenceSettings {
+/// Rooms 0-15 without join and leave tones (so that mixes can be measured right after
+/// joins); the controls' scenarios set their own.
+pub(super) fn settings() -> ConferenceSettings {
+    let quiet = RoomOptions {
+        join_leave_tones: false,
+        ..RoomOptions::default()
+    };
     ConferenceSettings {
         rtp_timeout: Duration::from_secs(2),
+        room_options: Arc::from(vec![quiet; 16]),
         ..ConferenceSettings::default()
     }
 }
 
 /// Prompts of constant, recognisable levels (µ-law exact values).
-fn prompts() -> Arc<Prompts> {
+pub(super) fn prompts() -> Arc<Prompts> {
     Arc::new(Prompts::from_fn(|p| {
         let level = match p {
             Prompt::EnterPin => 3004,
@@ -33,14 +41,14 @@ fn prompts() -> Arc<Prompts> {
     }))
 }
 
-fn addr(n: u8) -> SocketAddr {
+pub(super) fn addr(n: u8) -> SocketAddr {
     SocketAddr::new(
         std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)),
         40_000,
     )
 }
 
-fn media(n: u8) -> MediaParams {
+pub(super) fn media(n: u8) -> MediaParams {
     MediaParams {
         codec: Codec::Pcmu,
         fmtp: None,
@@ -56,7 +64,7 @@ fn media(n: u8) -> MediaParams {
     }
 }
 
-fn seed(n: u8) -> RtpSeed {
+pub(super) fn seed(n: u8) -> RtpSeed {
     RtpSeed {
         ssrc: 1000 + n as u32,
         sequence: 100,
@@ -65,20 +73,20 @@ fn seed(n: u8) -> RtpSeed {
 }
 
 /// A phone's outgoing stream: constant level frames and RFC 4733 digits.
-struct Tx {
+pub(super) struct Tx {
     sender: RtpSender,
     ts: u32,
 }
 
 impl Tx {
-    fn new(n: u8) -> Tx {
+    pub(super) fn new(n: u8) -> Tx {
         Tx {
             sender: RtpSender::new(77 + n as u32, 1, 8000, 0),
             ts: 8000,
         }
     }
 
-    fn audio(&mut self, level: i16) -> Vec<u8> {
+    pub(super) fn audio(&mut self, level: i16) -> Vec<u8> {
         let payload = [ulaw_encode(level); FRAME_SAMPLES];
         let mut out = [0u8; 256];
         self.sender.set_payload_type(0);
@@ -90,7 +98,7 @@ impl Tx {
         out[..n].to_vec()
     }
 
-    fn digit(&mut self, event: u8) -> Vec<Vec<u8>> {
+    pub(super) fn digit(&mut self, event: u8) -> Vec<Vec<u8>> {
         // Start packet, then the end packet three times, one event timestamp (RFC 4733 §2.5.1.4).
         let mut out = Vec::new();
         self.sender.set_payload_type(101);
@@ -111,7 +119,7 @@ impl Tx {
     }
 }
 
-fn sent(conf: &mut Conference) -> HashMap<SocketAddr, Vec<i16>> {
+pub(super) fn sent(conf: &mut Conference) -> HashMap<SocketAddr, Vec<i16>> {
     let mut out = HashMap::new();
     conf.drain_transmits(|_, dest, bytes| {
         let (h, payload) = rtp::parse(bytes).unwrap();
@@ -127,7 +135,7 @@ fn sent(conf: &mut Conference) -> HashMap<SocketAddr, Vec<i16>> {
     out
 }
 
-fn level(frame: &[i16]) -> i16 {
+pub(super) fn level(frame: &[i16]) -> i16 {
     assert!(
         frame.iter().all(|&s| s == frame[0]),
         "frame not constant: {:?}",
@@ -504,9 +512,9 @@ fn foreign_packets_do_not_reach_the_mix_and_silence_times_out() {
         }
     }
     assert_eq!(hangups, vec![(b, HangupReason::MediaTimeout)]);
-    assert!(conf.remove(b).is_some());
+    assert!(conf.remove(now, b).is_some());
     assert_eq!(conf.room_size(0), 1);
-    assert!(conf.remove(a).is_some());
+    assert!(conf.remove(now, a).is_some());
     assert_eq!(conf.rooms(), 0, "an empty room disappears");
 }
 
@@ -520,9 +528,9 @@ fn a_member_moves_between_shards_with_its_stream() {
     one.handle_tick(t0 + TICK);
     let mut seq_before = 0;
     one.drain_transmits(|_, _, b| seq_before = rtp::parse(b).unwrap().0.sequence);
-    let (_, member) = one.take(call).unwrap();
+    let (_, member) = one.take(t0, call).unwrap();
     assert_eq!(one.members(), 0);
-    two.adopt(t0 + TICK, member, 3);
+    two.adopt(t0 + TICK, member, 3, Role::Member);
     assert_eq!(two.room_size(3), 1);
     two.handle_tick(t0 + TICK * 2);
     let mut seq_after = 0;
@@ -1068,7 +1076,7 @@ fn a_format_that_leaves_takes_its_shared_encode_and_the_rate_follows() {
     conf.join(t0, b, 3);
     assert_eq!(conf.rooms[&3].shared.len(), 2);
     assert_eq!(conf.room_rate(3), 48_000);
-    conf.remove(b);
+    conf.remove(t0, b);
     let room = &conf.rooms[&3];
     assert_eq!(room.rate, 8000);
     assert_eq!(

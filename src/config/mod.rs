@@ -6,10 +6,12 @@
 //! them does not break existing files. Unknown keys are errors: a typo must not
 //! silently fall back to a default.
 
+pub mod room;
 pub mod trunk;
 
 use crate::room::dial_in::DialIn;
-use crate::room::pin::PinHash;
+use crate::room::keys::KeyMap;
+pub use room::RoomConfig;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -76,6 +78,8 @@ pub struct Config {
     pub rooms: Vec<RoomConfig>,
     /// Dial-in targets of the rooms (Request-URI user → room index).
     pub dial_in: DialIn,
+    /// In-call key bindings.
+    pub controls: KeyMap,
     /// PBXs, gateways and proxies, matched by source address.
     pub trunks: Trunks,
 }
@@ -118,6 +122,8 @@ pub struct LimitsConfig {
     pub scanner_user_agents: Vec<String>,
     /// Domains (Request-URI hosts) we serve; empty accepts any. Others are dropped silently.
     pub domains: Vec<String>,
+    /// Members in all rooms of this node together; 0: no limit.
+    pub max_members_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -144,6 +150,7 @@ impl Default for LimitsConfig {
             .map(String::from)
             .to_vec(),
             domains: Vec::new(),
+            max_members_total: 0,
         }
     }
 }
@@ -303,21 +310,6 @@ pub struct LogConfig {
     pub level: tracing::Level,
 }
 
-/// One conference room.
-#[derive(Debug, Clone)]
-pub struct RoomConfig {
-    /// Operator's name for the room (never logged).
-    pub id: String,
-    /// argon2id hash of the room PIN.
-    pub pin: PinHash,
-    /// Request-URI users that lead straight to this room (see `room::dial_in`).
-    pub dial_in: Vec<String>,
-    /// Whether a call to a `dial_in` target must still type the room's PIN. When false,
-    /// a call from a trunk or over TLS joins at once (the PBX authenticated its users);
-    /// any other caller is asked for the PIN all the same.
-    pub pin_required: bool,
-}
-
 // ---- raw file schema -------------------------------------------------------------
 
 #[derive(Deserialize, Default)]
@@ -344,7 +336,11 @@ struct RawConfig {
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default, rename = "room")]
-    rooms: Vec<RawRoom>,
+    rooms: Vec<room::RawRoom>,
+    #[serde(default)]
+    room_defaults: room::RawRoomOptions,
+    #[serde(default)]
+    controls: room::RawControls,
     #[serde(default, rename = "trunk")]
     trunks: Vec<trunk::RawTrunk>,
 }
@@ -626,21 +622,6 @@ struct RawPrivacy {
     allow_unsandboxed: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoom {
-    id: Spanned<String>,
-    pin: Spanned<String>,
-    #[serde(default)]
-    dial_in: Vec<Spanned<String>>,
-    #[serde(default = "default_true")]
-    pin_required: Spanned<bool>,
-}
-
-fn default_true() -> Spanned<bool> {
-    Spanned::new(0..0, true)
-}
-
 // ---- loading and validation ---------------------------------------------------------
 
 impl Config {
@@ -821,80 +802,10 @@ impl Config {
             }
         };
 
-        let mut rooms: Vec<RoomConfig> = Vec::new();
-        for (i, r) in raw.rooms.iter().enumerate() {
-            let id = r.id.get_ref().trim().to_string();
-            if id.is_empty() {
-                return Err(v.invalid(r.id.span(), &format!("room[{i}].id"), "must not be empty"));
-            }
-            if rooms.iter().any(|o| o.id == id) {
-                return Err(v.invalid(
-                    r.id.span(),
-                    &format!("room[{i}].id"),
-                    "another room has this id",
-                ));
-            }
-            let pin = PinHash::parse(r.pin.get_ref()).map_err(|e| {
-                v.invalid(
-                    r.pin.span(),
-                    &format!("room[{i}].pin"),
-                    &format!("{e}; make one with `sotto hash-pin`"),
-                )
-            })?;
-            if rooms.iter().any(|o| o.pin.same_hash(&pin)) {
-                return Err(v.invalid(
-                    r.pin.span(),
-                    &format!("room[{i}].pin"),
-                    "two rooms have the same PIN hash; every room needs its own PIN",
-                ));
-            }
-            rooms.push(RoomConfig {
-                id,
-                pin,
-                dial_in: r.dial_in.iter().map(|a| a.get_ref().clone()).collect(),
-                pin_required: *r.pin_required.get_ref(),
-            });
-        }
-        let mut dial_in = DialIn::new();
-        for (i, r) in raw.rooms.iter().enumerate() {
-            for (j, alias) in r.dial_in.iter().enumerate() {
-                let key = format!("room[{i}].dial_in[{j}]");
-                match dial_in.add(alias.get_ref(), i) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(v.invalid(alias.span(), &key, "must not be empty")),
-                    Err(e) => {
-                        return Err(v.invalid(
-                            alias.span(),
-                            &key,
-                            &format!(
-                                "already leads to room `{}`; a dial-in target names one room \
-                                 (numbers compare by their digits: + and 00 and separators \
-                                 do not count)",
-                                rooms[e.first].id
-                            ),
-                        ))
-                    }
-                }
-            }
-        }
         let trunks = trunk::trunk_configs(&raw.trunks, &v)?;
-        for (i, r) in raw.rooms.iter().enumerate() {
-            if !*r.pin_required.get_ref() && trunks.is_empty() && tls.is_empty() {
-                return Err(v.invalid(
-                    r.pin_required.span(),
-                    &format!("room[{i}].pin_required"),
-                    "false needs a [[trunk]] or a sip.tls listener to admit callers without \
-                     a PIN (anyone reaching plain UDP/TCP would otherwise walk in)",
-                ));
-            }
-            if !*r.pin_required.get_ref() && r.dial_in.is_empty() {
-                return Err(v.invalid(
-                    r.pin_required.span(),
-                    &format!("room[{i}].pin_required"),
-                    "false only applies to calls to the room's dial_in targets; list some",
-                ));
-            }
-        }
+        let (rooms, dial_in) = room::room_configs(&raw.rooms, &raw.room_defaults, &v)?;
+        room::check_pin_free(&raw.rooms, !trunks.is_empty() || !tls.is_empty(), &v)?;
+        let controls = room::key_map(&raw.controls, &v)?;
 
         let metrics_listen = match raw.metrics.listen.get_ref().trim() {
             "" => None,
@@ -992,6 +903,7 @@ impl Config {
             },
             rooms,
             dial_in,
+            controls,
             trunks,
         })
     }

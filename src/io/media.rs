@@ -13,6 +13,7 @@ use crate::conference::{
 use crate::metrics::Metrics;
 use crate::redact::CallToken;
 use crate::room::prompts::Prompts;
+use crate::room::Role;
 use std::collections::{HashMap, HashSet};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,6 +74,14 @@ pub enum ShardCommand {
         call: CallToken,
         /// The room.
         room: RoomKey,
+        /// What its PIN made it.
+        role: Role,
+    },
+    /// The PIN was right but the node holds as many members as it may: the caller is
+    /// told so and its call ends.
+    RefuseFull {
+        /// The call.
+        call: CallToken,
     },
     /// The PIN was right and the room lives in another shard: move the member there.
     Transfer {
@@ -80,6 +89,8 @@ pub enum ShardCommand {
         call: CallToken,
         /// The room.
         room: RoomKey,
+        /// What its PIN made it.
+        role: Role,
         /// The shard that owns the room.
         to: Sender<ShardCommand>,
     },
@@ -91,6 +102,8 @@ pub enum ShardCommand {
         socket: UdpSocket,
         /// The room to join.
         room: RoomKey,
+        /// What its PIN made it.
+        role: Role,
     },
     /// A re-INVITE changed the media.
     UpdateMedia {
@@ -211,7 +224,7 @@ fn run(
                         }
                     }
                 }
-                ShardCommand::Remove { call } => match conf.remove(call) {
+                ShardCommand::Remove { call } => match conf.remove(now, call) {
                     Some(slot) => {
                         if let Some(s) = sockets.get_mut(slot) {
                             *s = None;
@@ -228,14 +241,21 @@ fn run(
                 },
                 ShardCommand::PinResult { call, ok } => conf.handle_pin_result(now, call, ok),
                 ShardCommand::Digit { call, digit } => conf.handle_digit(now, call, digit),
-                ShardCommand::Join { call, room } => conf.join(now, call, room),
-                ShardCommand::Transfer { call, room, to } => {
-                    if let Some((slot, member)) = conf.take(call) {
+                ShardCommand::Join { call, room, role } => conf.join_as(now, call, room, role),
+                ShardCommand::RefuseFull { call } => conf.refuse_full(call),
+                ShardCommand::Transfer {
+                    call,
+                    room,
+                    role,
+                    to,
+                } => {
+                    if let Some((slot, member)) = conf.take(now, call) {
                         if let Some(socket) = sockets.get_mut(slot).and_then(Option::take) {
                             let _ = to.send(ShardCommand::Adopt {
                                 member,
                                 socket,
                                 room,
+                                role,
                             });
                         }
                     }
@@ -244,12 +264,13 @@ fn run(
                     member,
                     socket,
                     room,
+                    role,
                 } => {
                     if tombstones.remove(&member.token()) {
                         continue;
                     }
                     let call = member.token();
-                    let slot = conf.adopt(now, member, room);
+                    let slot = conf.adopt(now, member, room, role);
                     place(&mut sockets, slot, socket);
                     if let Some(media) = pending.remove(&call) {
                         conf.update_media(now, call, media);

@@ -18,7 +18,8 @@ use crate::io::stream::{Connections, StreamEvent};
 use crate::media::srtp::{CryptoAttribute, Suite};
 use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
-use crate::room::pin::PinIndex;
+use crate::room::pin::RoomPins;
+use crate::room::{Dismissal, Role};
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
 use crate::sip::sdp::SecurityPolicy;
 use crate::sip::sdp::{negotiate, Answer, Direction, Offer, SdpError, SessionDescription};
@@ -88,8 +89,8 @@ pub struct Signalling {
     calls: HashMap<CallToken, CallEntry>,
     ports: PortPool,
     shards: Vec<ShardHandle>,
-    pins: Arc<PinIndex>,
-    pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
+    pins: Arc<RoomPins>,
+    pin_tx: UnboundedSender<PinResult>,
     counters: CallCounters,
     metrics: Arc<Metrics>,
     guard: Guard,
@@ -133,10 +134,15 @@ impl Signalling {
         socket: Option<Arc<UdpSocket>>,
         connections: Arc<Connections>,
         shards: Vec<ShardHandle>,
-        pin_tx: UnboundedSender<(CallToken, Option<RoomKey>)>,
+        pin_tx: UnboundedSender<PinResult>,
         metrics: Arc<Metrics>,
     ) -> Signalling {
-        let pins = Arc::new(PinIndex::new(config.rooms.iter().map(|r| &r.pin)));
+        let pins = Arc::new(RoomPins::new(
+            config
+                .rooms
+                .iter()
+                .map(|r| (&r.pin, r.moderator_pin.as_ref())),
+        ));
         let ports = PortPool::new(
             config.media.rtp_address,
             config.media.rtp_port_min,
@@ -169,7 +175,7 @@ impl Signalling {
     pub async fn run(
         mut self,
         mut shard_events: UnboundedReceiver<ConferenceEvent>,
-        mut pin_results: UnboundedReceiver<(CallToken, Option<RoomKey>)>,
+        mut pin_results: UnboundedReceiver<PinResult>,
         mut stream_events: mpsc::Receiver<StreamEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -703,7 +709,7 @@ impl Signalling {
             let pin_free = self.config.rooms.get(room).is_some_and(|r| !r.pin_required);
             if pin_free && (incoming.trunk.is_some() || incoming.transport == Transport::Tls) {
                 tracing::info!(%call, "dial-in without PIN");
-                self.on_pin_result(call, Some(room));
+                self.on_pin_result(call, Some((room, Role::Member)));
             }
         }
     }
@@ -925,7 +931,7 @@ impl Signalling {
                     }
                     // A dial-in call's PIN opens its room only.
                     let room = tokio::task::spawn_blocking(move || match target {
-                        Some(r) => pins.verify_room(r, &attempt.0).then_some(r),
+                        Some(r) => pins.verify_room(r, &attempt.0).map(|role| (r, role)),
                         None => pins.lookup(&attempt.0),
                     })
                     .await
@@ -941,6 +947,18 @@ impl Signalling {
                     HangupReason::MediaSetupFailed => {
                         tracing::warn!(%call, "media could not be set up; hanging up")
                     }
+                    HangupReason::Room(Dismissal::Locked) => {
+                        tracing::info!(%call, "room locked; hanging up")
+                    }
+                    HangupReason::Room(Dismissal::Full) => {
+                        tracing::info!(%call, "room full; hanging up")
+                    }
+                    HangupReason::Room(Dismissal::Removed) => {
+                        tracing::info!(%call, "removed by a moderator; hanging up")
+                    }
+                    HangupReason::Room(Dismissal::Ended) => {
+                        tracing::info!(%call, "room ended with its moderator; hanging up")
+                    }
                 }
                 self.endpoint.hangup(Instant::now(), call);
                 self.drop_call(call);
@@ -948,7 +966,9 @@ impl Signalling {
         }
     }
 
-    fn on_pin_result(&mut self, call: CallToken, room: Option<RoomKey>) {
+    fn on_pin_result(&mut self, call: CallToken, room: Option<(RoomKey, Role)>) {
+        let limit = self.config.limits.max_members_total;
+        let total: usize = self.rooms.values().map(|r| r.members).sum();
         let shards = self.shards.len().max(1);
         let Some(entry) = self.calls.get_mut(&call) else {
             return;
@@ -962,7 +982,11 @@ impl Signalling {
                 tracing::info!(%call, "wrong PIN");
                 self.shards[entry.shard].send(ShardCommand::PinResult { call, ok: false });
             }
-            Some(room) => {
+            Some(_) if limit > 0 && total >= limit => {
+                tracing::info!(%call, "node full (limits.max_members_total)");
+                self.shards[entry.shard].send(ShardCommand::RefuseFull { call });
+            }
+            Some((room, role)) => {
                 self.counters.admitted += 1;
                 entry.room = Some(room);
                 let r = self.rooms.entry(room).or_default();
@@ -973,10 +997,15 @@ impl Signalling {
                 // is one loop over local memory.
                 let home = room % shards;
                 if home == entry.shard {
-                    self.shards[home].send(ShardCommand::Join { call, room });
+                    self.shards[home].send(ShardCommand::Join { call, room, role });
                 } else {
                     let to = self.shards[home].commands.clone();
-                    self.shards[entry.shard].send(ShardCommand::Transfer { call, room, to });
+                    self.shards[entry.shard].send(ShardCommand::Transfer {
+                        call,
+                        room,
+                        role,
+                        to,
+                    });
                     entry.shard = home;
                 }
                 tracing::info!(%call, "caller admitted to a room");
@@ -1013,11 +1042,12 @@ pub type ShardEvents = (
     UnboundedReceiver<ConferenceEvent>,
 );
 
-/// PIN verification results: the call and the room its PIN opened, if any.
-pub type PinResults = (
-    UnboundedSender<(CallToken, Option<RoomKey>)>,
-    UnboundedReceiver<(CallToken, Option<RoomKey>)>,
-);
+/// A PIN verification's result: the call, and the room its PIN opened with the role
+/// it gives, if any.
+pub type PinResult = (CallToken, Option<(RoomKey, Role)>);
+
+/// PIN verification results.
+pub type PinResults = (UnboundedSender<PinResult>, UnboundedReceiver<PinResult>);
 
 /// Channels the server wires between shards, signalling and the PIN pool.
 pub fn channels() -> (ShardEvents, PinResults) {

@@ -8,6 +8,7 @@
 //! `sotto hash-pin --salt` lets an operator give all rooms one salt, so an attempt costs
 //! exactly one argon2 run whatever the number of rooms.
 
+use super::state::Role;
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
@@ -288,6 +289,64 @@ impl PinIndex {
     }
 }
 
+/// Every room's PIN and moderator PIN: which room a PIN opens, and as what.
+#[derive(Debug, Clone)]
+pub struct RoomPins {
+    index: PinIndex,
+    rooms: usize,
+    /// The room of each moderator PIN, in index order after the rooms' PINs.
+    moderators: Vec<usize>,
+}
+
+impl RoomPins {
+    /// Builds the lookup over each room's PIN and optional moderator PIN.
+    pub fn new<'a>(
+        rooms: impl IntoIterator<Item = (&'a PinHash, Option<&'a PinHash>)>,
+    ) -> RoomPins {
+        let rooms: Vec<_> = rooms.into_iter().collect();
+        let moderators: Vec<usize> = rooms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, m))| m.map(|_| i))
+            .collect();
+        let hashes = rooms
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(rooms.iter().filter_map(|(_, m)| *m));
+        RoomPins {
+            index: PinIndex::new(hashes),
+            rooms: rooms.len(),
+            moderators,
+        }
+    }
+
+    fn role_of(&self, i: usize) -> Option<(usize, Role)> {
+        if i < self.rooms {
+            return Some((i, Role::Member));
+        }
+        self.moderators
+            .get(i - self.rooms)
+            .map(|&r| (r, Role::Moderator))
+    }
+
+    /// The room `pin` opens and the role it gives; the work does not depend on which
+    /// PIN matches.
+    pub fn lookup(&self, pin: &[u8]) -> Option<(usize, Role)> {
+        self.index.lookup(pin).and_then(|i| self.role_of(i))
+    }
+
+    /// The role `pin` gives in `room` (a dial-in call that already named its room).
+    pub fn verify_room(&self, room: usize, pin: &[u8]) -> Option<Role> {
+        if self.index.verify_room(room, pin) {
+            return Some(Role::Member);
+        }
+        let k = self.moderators.iter().position(|&r| r == room)?;
+        self.index
+            .verify_room(self.rooms + k, pin)
+            .then_some(Role::Moderator)
+    }
+}
+
 /// A PHC string with the cheapest argon2id parameters (m = 8 KiB, t = 1): for tests only,
 /// where the code path matters and the cost does not.
 pub fn cheap_hash_for_tests(pin: &str, salt: &[u8]) -> String {
@@ -378,5 +437,21 @@ mod tests {
         assert_eq!(idx.lookup(b"11111111"), Some(0));
         assert_eq!(idx.lookup(b"44444444"), None);
         assert_eq!(idx.lookup(b""), None);
+    }
+
+    #[test]
+    fn a_moderator_pin_opens_its_room_as_moderator() {
+        let a = PinHash::parse(&cheap_hash_for_tests("11111111", b"saltsalt")).unwrap();
+        let b = PinHash::parse(&cheap_hash_for_tests("22222222", b"othersalt")).unwrap();
+        let bm = PinHash::parse(&cheap_hash_for_tests("99999999", b"modsalt1")).unwrap();
+        let pins = RoomPins::new([(&a, None), (&b, Some(&bm))]);
+        assert_eq!(pins.lookup(b"11111111"), Some((0, Role::Member)));
+        assert_eq!(pins.lookup(b"22222222"), Some((1, Role::Member)));
+        assert_eq!(pins.lookup(b"99999999"), Some((1, Role::Moderator)));
+        assert_eq!(pins.lookup(b"12345678"), None);
+        assert_eq!(pins.verify_room(1, b"99999999"), Some(Role::Moderator));
+        assert_eq!(pins.verify_room(1, b"22222222"), Some(Role::Member));
+        assert_eq!(pins.verify_room(0, b"99999999"), None);
+        assert_eq!(pins.verify_room(0, b"22222222"), None);
     }
 }
