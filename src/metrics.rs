@@ -5,6 +5,7 @@
 //! atomics, so any thread may update them; the HTTP edge (`io::metrics_http`) encodes
 //! the registry on each scrape.
 
+use crate::room::keys::Control;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -83,6 +84,20 @@ pub struct DropLabels {
     pub reason: DropReason,
 }
 
+/// `controls_used_total` label set: the control's config key (a fixed word).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlLabels {
+    /// The control.
+    pub control: Control,
+}
+
+impl EncodeLabelValue for Control {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.config_key().0)
+    }
+}
+
 /// Label values are fixed snake_case words (Prometheus convention).
 macro_rules! label_values {
     ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
@@ -148,6 +163,8 @@ pub struct Metrics {
     pub codec_errors: Counter,
     /// Received frames not decoded: a quiet non-speaker's RFC 6464 level said so.
     pub frames_unheard: Counter,
+    /// In-call controls used, by control (never by room or caller).
+    pub controls_used: Family<ControlLabels, Counter>,
     /// Members of a room at the moment it emptied (its peak size).
     pub room_size: Histogram,
     /// Call durations in seconds, observed at hang-up.
@@ -186,6 +203,7 @@ impl Metrics {
             frames_concealed: Counter::default(),
             codec_errors: Counter::default(),
             frames_unheard: Counter::default(),
+            controls_used: Family::default(),
             // Coarse on purpose: small, medium, large rooms; nothing that singles one out.
             room_size: Histogram::new([2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0]),
             // Coarse on purpose: minutes, not seconds.
@@ -257,6 +275,11 @@ impl Metrics {
             "frames_unheard",
             "Received frames not decoded because the caller's RFC 6464 level was below the noise gate",
             m.frames_unheard.clone(),
+        );
+        registry.register(
+            "controls_used",
+            "In-call controls used (keys), by control",
+            m.controls_used.clone(),
         );
         registry.register(
             "room_size",

@@ -37,7 +37,7 @@ use crate::media::playout::Playout;
 use crate::mixer::Mixer;
 use crate::redact::CallToken;
 use crate::room::ivr::{IvrAction, IvrSettings, PinAttempt};
-use crate::room::keys::KeyMap;
+use crate::room::keys::{Control, KeyMap};
 use crate::room::prompts::Prompts;
 use crate::room::{Dismissal, Role, Room, RoomAction, RoomOptions};
 use member::Phase;
@@ -159,6 +159,8 @@ pub struct MediaCounters {
     pub frames_skipped: u64,
     /// Encoder, resampler or codec set-up failures (a bug of ours: counted, never fatal).
     pub codec_errors: u64,
+    /// In-call controls used, by [`Control::ALL`] position.
+    pub controls: [u64; Control::ALL.len()],
 }
 
 /// One shard's members and rooms.
@@ -341,6 +343,12 @@ impl Conference {
     fn run_room(&mut self, room: RoomKey) {
         while let Some(action) = self.controls.get_mut(&room).and_then(Room::poll_action) {
             let member = match &action {
+                RoomAction::Used { control } => {
+                    if let Some(i) = Control::ALL.iter().position(|c| c == control) {
+                        self.counters.controls[i] += 1;
+                    }
+                    continue;
+                }
                 RoomAction::Say { member, .. }
                 | RoomAction::Mute { member, .. }
                 | RoomAction::Wait { member, .. }
@@ -365,6 +373,7 @@ impl Conference {
                 }
                 RoomAction::Wait { waiting, .. } => m.waiting = waiting,
                 RoomAction::Gain { db, .. } => m.gain_db = db,
+                RoomAction::Used { .. } => {}
                 RoomAction::Dismiss { reason, .. } => {
                     let was = std::mem::replace(&mut m.phase, Phase::Leaving(reason));
                     if m.playback.is_idle() {

@@ -10,8 +10,10 @@ use crate::conference::{
     Conference, ConferenceEvent, ConferenceSettings, HangupReason, MediaParams, Member, RoomKey,
     RtpSeed,
 };
+use crate::metrics::ControlLabels;
 use crate::metrics::Metrics;
 use crate::redact::CallToken;
+use crate::room::keys::Control;
 use crate::room::prompts::Prompts;
 use crate::room::Role;
 use std::collections::{HashMap, HashSet};
@@ -352,6 +354,14 @@ fn run(
         ] {
             if now > before {
                 counter.inc_by(now - before);
+            }
+        }
+        for (i, control) in Control::ALL.iter().enumerate() {
+            if c.controls[i] > published.controls[i] {
+                metrics
+                    .controls_used
+                    .get_or_create(&ControlLabels { control: *control })
+                    .inc_by(c.controls[i] - published.controls[i]);
             }
         }
         published = c;

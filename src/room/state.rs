@@ -111,6 +111,11 @@ pub enum RoomAction {
         /// Gain in dB (0: the room's level).
         db: i8,
     },
+    /// A control was used (for the aggregate counters; says nothing of who).
+    Used {
+        /// The control.
+        control: Control,
+    },
     /// End a member's call once what it is being told has played. It is no longer in
     /// the room.
     Dismiss {
@@ -446,6 +451,7 @@ impl Room {
     }
 
     fn control(&mut self, now: Instant, seat: usize, control: Control) {
+        self.actions.push_back(RoomAction::Used { control });
         let call = self.seats[seat].call;
         if control.moderator_only() && self.seats[seat].role != Role::Moderator {
             self.say(call, vec![Prompt::NotAllowed]);

@@ -22,8 +22,11 @@ fn quiet() -> RoomOptions {
     }
 }
 
+/// The actions, without the usage counts (checked on their own).
 fn drain(r: &mut Room) -> Vec<RoomAction> {
-    std::iter::from_fn(|| r.poll_action()).collect()
+    std::iter::from_fn(|| r.poll_action())
+        .filter(|a| !matches!(a, RoomAction::Used { .. }))
+        .collect()
 }
 
 /// What one member was told, in order, from a batch of actions.
@@ -130,6 +133,22 @@ fn mute_unmute_hand_count_and_gain() {
         db: 6
     }));
     assert_eq!(told(&a, c(3)), vec![Prompt::Quieter]);
+}
+
+#[test]
+fn every_control_used_is_counted_even_when_refused() {
+    let t = t0();
+    let mut r = room(quiet());
+    r.handle_join(t, c(1), Role::Member);
+    r.handle_key(t, c(1), Digit::from_char('*').unwrap());
+    r.handle_key(t, c(1), Digit::from_char('5').unwrap());
+    let used: Vec<_> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            RoomAction::Used { control } => Some(control),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(used, vec![Control::Lock]);
 }
 
 #[test]
