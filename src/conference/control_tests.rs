@@ -1,7 +1,7 @@
 //! In-call controls through the shard: keys as RFC 4733 events in, what each member
 //! hears out, in virtual time.
 
-use super::tests::{addr, level, media, prompts, seed, sent, Tx, TICK};
+use super::tests::{addr, level, media, prompts, seed, sent, share, tone_frames, Tx, TICK};
 use super::*;
 use crate::media::g711::{ulaw_decode, ulaw_encode};
 
@@ -75,6 +75,28 @@ impl Bridge {
                 }
             }
         }
+    }
+
+    /// Member `n` sends these µ-law frames, one a tick (the others their levels);
+    /// returns what member `listener` heard meanwhile.
+    fn send_frames(&mut self, n: u8, frames: &[[u8; 160]], listener: u8) -> Vec<i16> {
+        let i = self.index(n);
+        let mut heard = Vec::new();
+        for f in frames {
+            self.now += TICK;
+            for (j, (_, slot, tx, level, k)) in self.members.iter_mut().enumerate() {
+                let mut pkt = if j == i {
+                    tx.frame(f)
+                } else {
+                    tx.audio(*level)
+                };
+                self.conf.handle_rtp(self.now, *slot, addr(*k), &mut pkt);
+            }
+            self.conf.handle_tick(self.now);
+            self.heard = sent(&mut self.conf);
+            heard.extend_from_slice(&self.heard[&addr(listener)]);
+        }
+        heard
     }
 
     /// Member `n` types `keys` (RFC 4733 events), then a tick passes per key.
@@ -245,4 +267,41 @@ fn a_muted_talker_is_told_once_how_to_unmute() {
         in_run = prompting;
     }
     assert_eq!(runs, 1, "the hint is said once");
+}
+
+#[test]
+fn keys_as_tones_work_in_the_room_and_nobody_hears_them() {
+    let mut b = Bridge::new(&[]);
+    let call = CallToken::from_raw(1);
+    let slot = b
+        .conf
+        .add_member(
+            b.now,
+            call,
+            MediaParams {
+                inband_dtmf: InbandDtmf::On,
+                ..media(1)
+            },
+            seed(1),
+        )
+        .unwrap();
+    b.conf.join(b.now, call, 0);
+    b.members.push((call, slot, Tx::new(1), 0, 1));
+    b.join(2, 0, Role::Member);
+    b.talk(1, 2000);
+    b.run(60);
+    assert_eq!(b.heard(2), q(2000));
+    let keys = tone_frames("*6", 0);
+    let heard = b.send_frames(1, &keys, 2);
+    // '*' is 941 + 1209 Hz, '6' 770 + 1477 Hz: none of it reaches the listener.
+    for hz in [941.0, 1209.0, 770.0, 1477.0] {
+        let s = share(&heard, hz, 8000);
+        assert!(s < 0.01, "{hz} Hz share {s}");
+    }
+    assert_eq!(b.conf.counters().inband_digits, 2);
+    b.run(20);
+    assert_eq!(b.heard(2), 0, "*6 as tones muted the member");
+    b.send_frames(1, &keys, 2);
+    b.run(20);
+    assert_eq!(b.heard(2), q(2000), "and *6 again unmuted it");
 }

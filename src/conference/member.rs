@@ -23,6 +23,10 @@ use zeroize::Zeroize;
 /// Largest RTP packet we write: header, the largest payload, an SRTP tag, and room to spare.
 pub(super) const MAX_PACKET: usize = 12 + MAX_PAYLOAD + 64;
 
+/// Frames silenced after a key's tone was last seen in a room member's audio (60 ms:
+/// the detector's release and the tone's tail).
+const TONE_HOLD_TICKS: u8 = 3;
+
 /// How long packets from a caller's old media source are not latched after a
 /// re-INVITE moved its media: longer than any jitter buffer holds a straggler.
 const STALE_SOURCE_HOLD: Duration = Duration::from_secs(2);
@@ -164,6 +168,12 @@ pub struct Member {
     pub(super) gain_db: i8,
     /// Net ticks of speech while muted (for the muted-talker hint).
     pub(super) talk: u16,
+    /// Keys as tones in a room: the previous frame (played one frame late, so that a
+    /// tone found now silences it too), whether it held audio, and how many more
+    /// frames stay silent after a tone.
+    tone_delay: Option<Box<[i16]>>,
+    tone_delay_audio: bool,
+    tone_hold: u8,
     /// The member's rate to its room's (speakers only), and back.
     pub(super) up: Option<Resampler>,
     pub(super) down: Option<Resampler>,
@@ -194,6 +204,43 @@ impl Member {
         self.out.zeroize();
         self.packet.zeroize();
         self.dtmf.reset();
+        if let Some(d) = self.tone_delay.as_mut() {
+            d.zeroize();
+        }
+    }
+
+    /// Keys typed as tones by a member in a room (a trunk with `dtmf = "inband"`):
+    /// this tick's decoded frame goes to the detector (`found` gets each key), and the
+    /// member's audio is played one frame late so that the frames around a key's tone
+    /// are silenced before anyone hears them: keys are never mixed.
+    pub(super) fn screen_tones(&mut self, n: usize, mut found: impl FnMut(Digit)) {
+        let Some(detector) = self.inband.as_mut() else {
+            return;
+        };
+        if !self.has_audio {
+            self.native[..n].fill(0);
+        }
+        let mut tone = detector.tone_present();
+        let mut digit = detector.handle_samples(&self.native[..n]);
+        tone |= detector.tone_present();
+        while let Some(d) = digit {
+            tone = true;
+            found(d);
+            digit = detector.poll_digit();
+        }
+        if tone {
+            self.tone_hold = TONE_HOLD_TICKS;
+        }
+        let delay = self
+            .tone_delay
+            .get_or_insert_with(|| vec![0; MAX_FRAME].into_boxed_slice());
+        delay[..n].swap_with_slice(&mut self.native[..n]);
+        std::mem::swap(&mut self.has_audio, &mut self.tone_delay_audio);
+        if self.tone_hold > 0 {
+            self.tone_hold -= 1;
+            self.native[..n].fill(0);
+            self.has_audio = false;
+        }
     }
 
     pub(super) fn phase_room(&self) -> Option<RoomKey> {
@@ -295,6 +342,9 @@ impl Member {
             waiting: false,
             gain_db: 0,
             talk: 0,
+            tone_delay: None,
+            tone_delay_audio: false,
+            tone_hold: 0,
             up: None,
             down: None,
             voice: Voice::new(),

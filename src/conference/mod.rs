@@ -175,6 +175,8 @@ pub struct Conference {
     controls: HashMap<RoomKey, Room>,
     /// Scratch: muted talkers to hint this tick.
     hints: Vec<(RoomKey, CallToken)>,
+    /// Scratch: keys found as tones in room members' audio this tick.
+    tone_keys: Vec<(usize, Digit)>,
     /// One mixer per frame length (8, 16 and 48 kHz).
     mixers: [Mixer; 3],
     /// Scratch: candidates for speaker selection, and one frame of audio.
@@ -207,6 +209,7 @@ impl Conference {
             rooms: HashMap::new(),
             controls: HashMap::new(),
             hints: Vec::with_capacity(8),
+            tone_keys: Vec::with_capacity(8),
             mixers: [Mixer::new(160), Mixer::new(320), Mixer::new(MAX_FRAME)],
             candidates: Vec::with_capacity(64),
             scratch: vec![0; MAX_FRAME].into_boxed_slice(),
@@ -717,7 +720,11 @@ impl Conference {
         let auto_gain = self.settings.auto_gain;
         let ticks = self.ticks;
         let hints = &mut self.hints;
-        for m in self.slots.iter_mut().flatten() {
+        let tone_keys = &mut self.tone_keys;
+        for (slot, m) in self.slots.iter_mut().enumerate() {
+            let Some(m) = m.as_mut() else {
+                continue;
+            };
             m.has_audio = false;
             if !(matches!(m.phase, Phase::Joined(_)) && m.receive) {
                 continue;
@@ -727,7 +734,9 @@ impl Conference {
                 .reported
                 .filter(|&(_, t)| ticks.saturating_sub(t) <= LEVEL_FRESH_TICKS)
                 .map(|(minus_dbov, _)| -f32::from(minus_dbov));
-            let quiet = reported.filter(|&db| !m.voice.speaking && db <= gate);
+            // Keys as tones need every frame decoded.
+            let quiet =
+                reported.filter(|&db| !m.voice.speaking && db <= gate && m.inband.is_none());
             let played = match quiet {
                 Some(_) => {
                     m.skipping = true;
@@ -750,6 +759,7 @@ impl Conference {
                 (Playout::Concealed, None) => self.counters.frames_concealed += 1,
             }
             m.has_audio = played != Playout::Silence;
+            m.screen_tones(n, |d| tone_keys.push((slot, d)));
             let db = match (quiet, m.has_audio) {
                 (Some(db), true) => db,
                 (None, true) => level_dbov(&m.native[..n]),
@@ -771,6 +781,12 @@ impl Conference {
                 }
             }
         }
+        for i in 0..self.tone_keys.len() {
+            let (slot, digit) = self.tone_keys[i];
+            self.counters.inband_digits += 1;
+            self.on_digit(now, slot, digit);
+        }
+        self.tone_keys.clear();
         for i in 0..self.hints.len() {
             let (room, call) = self.hints[i];
             if let Some(c) = self.controls.get_mut(&room) {

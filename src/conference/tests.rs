@@ -87,12 +87,16 @@ impl Tx {
     }
 
     pub(super) fn audio(&mut self, level: i16) -> Vec<u8> {
-        let payload = [ulaw_encode(level); FRAME_SAMPLES];
+        self.frame(&[ulaw_encode(level); FRAME_SAMPLES])
+    }
+
+    /// One packet of µ-law payload.
+    pub(super) fn frame(&mut self, payload: &[u8; FRAME_SAMPLES]) -> Vec<u8> {
         let mut out = [0u8; 256];
         self.sender.set_payload_type(0);
         let n = self
             .sender
-            .write(&payload, FRAME_SAMPLES as u32, &mut out)
+            .write(payload, FRAME_SAMPLES as u32, &mut out)
             .unwrap();
         self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
         out[..n].to_vec()
@@ -190,7 +194,7 @@ fn members_hear_the_others_never_themselves_and_listeners_share_the_mix() {
 
 /// 20 ms µ-law frames of the DTMF keys in `keys` (70 ms tone, 70 ms pause, each
 /// tone at about -10 dBm0), with low noise, after `lead` silent frames.
-fn tone_frames(keys: &str, lead: usize) -> Vec<[u8; FRAME_SAMPLES]> {
+pub(super) fn tone_frames(keys: &str, lead: usize) -> Vec<[u8; FRAME_SAMPLES]> {
     let freqs = |k: char| -> (f64, f64) {
         let rows = [697.0, 770.0, 852.0, 941.0];
         let cols = [1209.0, 1336.0, 1477.0, 1633.0];
@@ -729,7 +733,7 @@ impl CodecPhone {
 }
 
 /// Share of the power of `x` at `hz` (one DFT bin, Goertzel), 0..1.
-fn share(x: &[i16], hz: f64, rate: u32) -> f64 {
+pub(super) fn share(x: &[i16], hz: f64, rate: u32) -> f64 {
     let n = x.len() as f64;
     let k = (n * hz / rate as f64).round();
     let coeff = 2.0 * (2.0 * std::f64::consts::PI * k / n).cos();

@@ -509,6 +509,12 @@ impl InbandDtmfDetector {
         self.poll_digit()
     }
 
+    /// Whether the last analysed block held a key's tone pair (a key may be held down
+    /// now, reported or not yet): audio that carries it should not be heard.
+    pub fn tone_present(&self) -> bool {
+        self.tracker.last != 0
+    }
+
     /// Returns a digit recognised earlier but not yet returned, if any (see
     /// [`InbandDtmfDetector::handle_samples`]).
     pub fn poll_digit(&mut self) -> Option<Digit> {
