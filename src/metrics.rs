@@ -163,6 +163,12 @@ pub struct Metrics {
     pub codec_errors: Counter,
     /// Received frames not decoded: a quiet non-speaker's RFC 6464 level said so.
     pub frames_unheard: Counter,
+    /// PIN attempts not checked because the verification queue was full.
+    pub pin_busy: Counter,
+    /// PIN attempts checked by argon2.
+    pub pin_checks: Counter,
+    /// PIN attempts answered from the cache of correct PINs (no argon2 run).
+    pub pin_cache_hits: Counter,
     /// In-call controls used, by control (never by room or caller).
     pub controls_used: Family<ControlLabels, Counter>,
     /// Members of a room at the moment it emptied (its peak size).
@@ -204,6 +210,9 @@ impl Metrics {
             codec_errors: Counter::default(),
             frames_unheard: Counter::default(),
             controls_used: Family::default(),
+            pin_busy: Counter::default(),
+            pin_checks: Counter::default(),
+            pin_cache_hits: Counter::default(),
             // Coarse on purpose: small, medium, large rooms; nothing that singles one out.
             room_size: Histogram::new([2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0]),
             // Coarse on purpose: minutes, not seconds.
@@ -275,6 +284,21 @@ impl Metrics {
             "frames_unheard",
             "Received frames not decoded because the caller's RFC 6464 level was below the noise gate",
             m.frames_unheard.clone(),
+        );
+        registry.register(
+            "pin_busy",
+            "PIN attempts not checked because the verification queue was full",
+            m.pin_busy.clone(),
+        );
+        registry.register(
+            "pin_checks",
+            "PIN attempts checked by argon2",
+            m.pin_checks.clone(),
+        );
+        registry.register(
+            "pin_cache_hits",
+            "PIN attempts answered from the cache of correct PINs",
+            m.pin_cache_hits.clone(),
         );
         registry.register(
             "controls_used",

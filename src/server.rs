@@ -8,10 +8,12 @@
 use crate::conference::ConferenceSettings;
 use crate::config::Config;
 use crate::io::media::ShardHandle;
+use crate::io::pin_verifier::PinVerifier;
 use crate::io::signalling::{channels, Signalling};
 use crate::io::stream::{Connections, StreamLimits};
 use crate::metrics::Metrics;
 use crate::room::ivr::IvrSettings;
+use crate::room::pin::RoomPins;
 use crate::room::prompts::Prompts;
 use crate::sip::endpoint::{Endpoint, EndpointConfig};
 use crate::sip::message::Limits;
@@ -23,6 +25,10 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// PIN attempts waiting for verification at most (a meeting start of 1,000 callers
+/// typing within seconds fits; the cache of correct PINs empties it fast).
+const PIN_QUEUE: usize = 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -311,13 +317,20 @@ pub async fn start_with(
         domains: config.limits.domains.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let pins = Arc::new(RoomPins::new(
+        config
+            .rooms
+            .iter()
+            .map(|r| (&r.pin, r.moderator_pin.as_ref())),
+    ));
+    let verifier = PinVerifier::spawn(pins, pin_tx, PIN_QUEUE).map_err(StartError::Thread)?;
     let signalling = Signalling::new(
         config.clone(),
         endpoint,
         socket,
         connections,
         shards,
-        pin_tx,
+        verifier,
         metrics,
     );
     let task = tokio::spawn(signalling.run(ev_rx, pin_rx, stream_rx, shutdown_rx));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{runtime, test_config, tone_prompts, tone_share, Phone};
+use common::{metric, metrics, runtime, test_config, tone_prompts, tone_share, Phone};
 use std::time::Duration;
 
 const PIN: &str = "27182818";
@@ -99,6 +99,12 @@ fn three_phones_hear_each_other_and_a_wrong_pin_is_refused() {
         tone_share(&heard, 380.0, 8000.0) > 0.001,
         "no goodbye prompt"
     );
+
+    // One argon2 run for the room's PIN, however many type it; the wrong ones each cost
+    // a full run.
+    let page = metrics(server.metrics_addr().unwrap());
+    assert_eq!(metric(&page, "sotto_pin_cache_hits_total"), 2, "{page}");
+    assert_eq!(metric(&page, "sotto_pin_checks_total"), 1 + 3, "{page}");
 
     // Hang-ups are clean.
     for p in phones.iter_mut() {

@@ -3,6 +3,7 @@
 
 pub mod media;
 pub mod metrics_http;
+pub mod pin_verifier;
 pub mod rtp_ports;
 pub mod signalling;
 pub mod stream;

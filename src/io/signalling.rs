@@ -13,12 +13,13 @@ use crate::config::Encryption;
 use crate::config::{Config, DtmfMode, TrunkId, UnknownTarget};
 use crate::guard::{Guard, GuardCounters, GuardSettings, PinVerdict, SourceKey};
 use crate::io::media::{ShardCommand, ShardHandle};
+use crate::io::pin_verifier::{PinChecked, PinJob, PinVerifier};
 use crate::io::rtp_ports::PortPool;
 use crate::io::stream::{Connections, StreamEvent};
 use crate::media::srtp::{CryptoAttribute, Suite};
 use crate::metrics::{DropReason, Metrics, RejectReason, SecurityLabels, SecurityMode};
 use crate::redact::CallToken;
-use crate::room::pin::RoomPins;
+use crate::room::pin::VerifiedPins;
 use crate::room::{Dismissal, Role};
 use crate::sip::endpoint::{EndReason, Endpoint, Event};
 use crate::sip::sdp::SecurityPolicy;
@@ -89,8 +90,10 @@ pub struct Signalling {
     calls: HashMap<CallToken, CallEntry>,
     ports: PortPool,
     shards: Vec<ShardHandle>,
-    pins: Arc<RoomPins>,
-    pin_tx: UnboundedSender<PinResult>,
+    /// Checks PIN attempts on its own thread (argon2 never runs here or on a mixer).
+    verifier: PinVerifier,
+    /// Digests of correct PINs of rooms in use.
+    verified: VerifiedPins,
     counters: CallCounters,
     metrics: Arc<Metrics>,
     guard: Guard,
@@ -134,15 +137,10 @@ impl Signalling {
         socket: Option<Arc<UdpSocket>>,
         connections: Arc<Connections>,
         shards: Vec<ShardHandle>,
-        pin_tx: UnboundedSender<PinResult>,
+        verifier: PinVerifier,
         metrics: Arc<Metrics>,
     ) -> Signalling {
-        let pins = Arc::new(RoomPins::new(
-            config
-                .rooms
-                .iter()
-                .map(|r| (&r.pin, r.moderator_pin.as_ref())),
-        ));
+        let verified = VerifiedPins::new(rand::random());
         let ports = PortPool::new(
             config.media.rtp_address,
             config.media.rtp_port_min,
@@ -157,8 +155,8 @@ impl Signalling {
             calls: HashMap::new(),
             ports,
             shards,
-            pins,
-            pin_tx,
+            verifier,
+            verified,
             counters: CallCounters::default(),
             metrics,
             guard,
@@ -175,7 +173,7 @@ impl Signalling {
     pub async fn run(
         mut self,
         mut shard_events: UnboundedReceiver<ConferenceEvent>,
-        mut pin_results: UnboundedReceiver<PinResult>,
+        mut pin_results: UnboundedReceiver<PinChecked>,
         mut stream_events: mpsc::Receiver<StreamEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -221,7 +219,7 @@ impl Signalling {
                     self.endpoint.handle_timeout(Instant::now());
                 }
                 Some(ev) = shard_events.recv() => self.on_shard_event(ev),
-                Some((call, room)) = pin_results.recv() => self.on_pin_result(call, room),
+                Some(checked) = pin_results.recv() => self.on_pin_checked(checked),
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         break;
@@ -887,6 +885,7 @@ impl Signalling {
             if r.members == 0 {
                 self.metrics.room_size.observe(r.peak as f64);
                 self.rooms.remove(&room);
+                self.verified.forget_room(room);
             }
         }
         self.metrics.active_rooms.set(self.rooms.len() as i64);
@@ -919,25 +918,36 @@ impl Signalling {
                     PinVerdict::Check => None,
                     PinVerdict::CheckAt(t) => Some(t),
                 };
-                if let Some(e) = self.calls.get_mut(&call) {
-                    e.verifying = true;
+                // The same correct PIN typed by a room's many callers is checked once.
+                let digest = self.verified.digest(target, &attempt.0);
+                if let Some(opened) = self.verified.get(&digest) {
+                    drop(attempt);
+                    self.metrics.pin_cache_hits.inc();
+                    self.on_pin_result(call, Some(opened));
+                    return;
                 }
-                let pins = self.pins.clone();
-                let tx = self.pin_tx.clone();
-                tokio::spawn(async move {
-                    if let Some(t) = at {
-                        // The global guessing budget is spent: checks are spaced out.
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
+                let job = PinJob {
+                    call,
+                    target,
+                    attempt,
+                    digest,
+                    not_before: at,
+                };
+                match self.verifier.submit(job) {
+                    Ok(()) => {
+                        if let Some(e) = self.calls.get_mut(&call) {
+                            e.verifying = true;
+                        }
                     }
-                    // A dial-in call's PIN opens its room only.
-                    let room = tokio::task::spawn_blocking(move || match target {
-                        Some(r) => pins.verify_room(r, &attempt.0).map(|role| (r, role)),
-                        None => pins.lookup(&attempt.0),
-                    })
-                    .await
-                    .unwrap_or(None);
-                    let _ = tx.send((call, room));
-                });
+                    Err(job) => {
+                        // More attempts waiting than the queue holds: this one is not
+                        // checked; the caller hears the wrong-PIN prompt and may retry.
+                        drop(job);
+                        self.metrics.pin_busy.inc();
+                        tracing::warn!(%call, "PIN attempt not checked: verification queue full");
+                        self.shards[shard].send(ShardCommand::PinResult { call, ok: false });
+                    }
+                }
             }
             ConferenceEvent::MediaVerified { call } => self.endpoint.handle_media_verified(call),
             ConferenceEvent::Hangup { call, reason } => {
@@ -964,6 +974,15 @@ impl Signalling {
                 self.drop_call(call);
             }
         }
+    }
+
+    fn on_pin_checked(&mut self, checked: PinChecked) {
+        self.metrics.pin_checks.inc();
+        if let Some((room, role)) = checked.result {
+            // Only while the room is in use (or about to be): forgotten when it empties.
+            self.verified.insert(checked.digest, room, role);
+        }
+        self.on_pin_result(checked.call, checked.result);
     }
 
     fn on_pin_result(&mut self, call: CallToken, room: Option<(RoomKey, Role)>) {
@@ -1042,12 +1061,8 @@ pub type ShardEvents = (
     UnboundedReceiver<ConferenceEvent>,
 );
 
-/// A PIN verification's result: the call, and the room its PIN opened with the role
-/// it gives, if any.
-pub type PinResult = (CallToken, Option<(RoomKey, Role)>);
-
 /// PIN verification results.
-pub type PinResults = (UnboundedSender<PinResult>, UnboundedReceiver<PinResult>);
+pub type PinResults = (UnboundedSender<PinChecked>, UnboundedReceiver<PinChecked>);
 
 /// Channels the server wires between shards, signalling and the PIN pool.
 pub fn channels() -> (ShardEvents, PinResults) {

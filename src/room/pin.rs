@@ -347,6 +347,70 @@ impl RoomPins {
     }
 }
 
+/// Digest of a PIN attempt under the process's cache key.
+pub type AttemptDigest = [u8; 32];
+
+/// Correct PINs already verified, so that the many callers of one meeting who type the
+/// same PIN cost one argon2 run between them, not one each.
+///
+/// Holds only keyed digests (HMAC-SHA-256 under a key drawn at start and never stored)
+/// of attempts that *were* correct, with the room and role they opened; a wrong PIN is
+/// never cached, so guessing costs a full argon2 run every time. Entries go when their
+/// room empties. RAM only; the key is wiped on drop, and without it a digest says
+/// nothing. See docs/security.md for the trade-off.
+pub struct VerifiedPins {
+    key: Zeroizing<[u8; 32]>,
+    entries: std::collections::HashMap<AttemptDigest, (usize, Role)>,
+}
+
+impl VerifiedPins {
+    /// An empty cache under `key` (draw it at random; it must never be written).
+    pub fn new(key: [u8; 32]) -> VerifiedPins {
+        VerifiedPins {
+            key: Zeroizing::new(key),
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The digest of `pin` typed towards `target` (a dial-in call's room, or any room).
+    pub fn digest(&self, target: Option<usize>, pin: &[u8]) -> AttemptDigest {
+        use hmac::Mac;
+        // HMAC-SHA-256 takes a key of any length; `new_from_slice` cannot fail for it.
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&*self.key) else {
+            return [0; 32];
+        };
+        let tag = target.map_or(0u64, |r| r as u64 + 1);
+        mac.update(&tag.to_be_bytes());
+        mac.update(pin);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The room and role a correct PIN with this digest opened, if cached.
+    pub fn get(&self, digest: &AttemptDigest) -> Option<(usize, Role)> {
+        self.entries.get(digest).copied()
+    }
+
+    /// Remembers a correct PIN's digest.
+    pub fn insert(&mut self, digest: AttemptDigest, room: usize, role: Role) {
+        self.entries.insert(digest, (room, role));
+    }
+
+    /// Forgets every PIN of `room` (it emptied).
+    pub fn forget_room(&mut self, room: usize) {
+        self.entries.retain(|_, (r, _)| *r != room);
+    }
+
+    /// Entries held (at most two PINs per room in use, each for PIN and dial-in entry).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// A PHC string with the cheapest argon2id parameters (m = 8 KiB, t = 1): for tests only,
 /// where the code path matters and the cost does not.
 pub fn cheap_hash_for_tests(pin: &str, salt: &[u8]) -> String {
@@ -453,5 +517,27 @@ mod tests {
         assert_eq!(pins.verify_room(1, b"22222222"), Some(Role::Member));
         assert_eq!(pins.verify_room(0, b"99999999"), None);
         assert_eq!(pins.verify_room(0, b"22222222"), None);
+    }
+
+    #[test]
+    fn only_what_is_inserted_is_cached_and_a_room_takes_its_pins_along() {
+        let mut c = VerifiedPins::new([7; 32]);
+        let d = c.digest(None, b"24681357");
+        assert_ne!(
+            d,
+            c.digest(Some(0), b"24681357"),
+            "the target is part of the key"
+        );
+        assert_ne!(d, c.digest(None, b"24681358"));
+        assert_ne!(d, VerifiedPins::new([8; 32]).digest(None, b"24681357"));
+        assert_eq!(c.get(&d), None);
+        c.insert(d, 3, Role::Moderator);
+        assert_eq!(c.get(&d), Some((3, Role::Moderator)));
+        let e = c.digest(Some(4), b"11111111");
+        c.insert(e, 4, Role::Member);
+        c.forget_room(3);
+        assert_eq!(c.get(&d), None);
+        assert_eq!(c.get(&e), Some((4, Role::Member)));
+        assert_eq!(c.len(), 1);
     }
 }
