@@ -14,6 +14,8 @@
 #   PROMPT_MIN_DB(=-45)  MEDIAENC(none|srtp|srtp-mand|srtp-mandf)  CODECS(pcmu)
 #   LOCAL_PORT  CTRL_PORT  RTP_PORTS  OUT (directory)  SIP_TRACE(=0)  EXPECT_SUITE
 #   AUDIO_LEVEL(=0; 1: baresip sends RFC 6464 audio levels)  TONE=0: a silent caller
+#   KEYS_FILE: after the PIN, every line appended to it is sent as keys (RFC 4733);
+#   "hangup" hangs up before HANGUP_AT (bsip.py --keys-file; KEYS_FILE.sent says when)
 # Leaves OUT/received.wav and OUT/sent.wav (8 kHz, what baresip decoded / encoded).
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -30,6 +32,7 @@ fails=0
 trace=()
 [ "$SIP_TRACE" = 1 ] && trace=(--sip-trace)
 [ "$AUDIO_LEVEL" = 1 ] && trace+=(--audio-level)
+[ -n "${KEYS_FILE:-}" ] && trace+=(--keys-file "$KEYS_FILE")
 
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 for p in "$LOCAL_PORT" "$((LOCAL_PORT + 1))" "$CTRL_PORT"; do

@@ -11,7 +11,10 @@ Roles
   call   : dial TARGET, wait until established, wait --prompt-wait seconds
            (time to listen to the IVR prompt), send --dtmf digits as RFC 4733
            telephone-events, keep the call up --hold seconds (or until
-           --hangup-at <unix time>), hang up, quit.
+           --hangup-at <unix time>), hang up, quit.  --keys-file FILE: while
+           the call is up, every line appended to FILE is sent as keys
+           (RFC 4733, one sndcode per key), "hangup" hangs up at once; FILE.sent
+           and the result's "keys_sent" say when ("t_start", "t_done").
   answer : auto-answer incoming calls for --lifetime seconds (or until
            --max-calls calls have ended), record, report received DTMF.
 
@@ -162,6 +165,29 @@ class Ctrl:
         return out
 
 
+class KeysFile:
+    """--keys-file: lines appended to FILE after the PIN are keys to send (or
+    "hangup"); what was sent is logged to FILE.sent as "t_start t_done keys"."""
+
+    def __init__(self, path):
+        self.path, self.pos = path, 0
+
+    def new_lines(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return []
+        n = data.rfind(b"\n") + 1
+        self.pos += n
+        return [ln.strip() for ln in data[:n].decode("ascii", "replace").splitlines() if ln.strip()]
+
+    def log(self, rec):
+        with open(self.path + ".sent", "a") as f:
+            f.write(f"{rec['t_start']:.3f} {rec['t_done']:.3f} {rec['keys']}\n")
+
+
 def parse_log(path):
     r = {"srtp_enabled": False, "cryptosuite": None, "rx_codec": None,
          "tx_codec": None, "dtmf_log": "", "rec_dec": [], "rec_enc": [],
@@ -238,6 +264,8 @@ def main():
     ap.add_argument("--dtmf-gap", type=float, default=0.3,
                     help="seconds between digits (each digit sent as its own event)")
     ap.add_argument("--dtmf-mode", choices=["digit", "string"], default="digit")
+    ap.add_argument("--keys-file", help="after the PIN, send each line appended to this "
+                    "file as keys (RFC 4733, --dtmf-gap apart); 'hangup' hangs up")
     ap.add_argument("--hold", type=float, default=10.0)
     ap.add_argument("--hangup-at", type=float, default=0.0,
                     help="absolute unix time to hang up (overrides --hold)")
@@ -338,12 +366,40 @@ def main():
                     res["t_dtmf_done"] = time.time()
                     log(f"{a.user}: sent DTMF '{res['dtmf_sent']}'")
                 hold = (a.hangup_at - time.time()) if a.hangup_at else a.hold
-                ev = wait_for(lambda e: e.get("type") == "CALL_CLOSED", max(hold, 0))
+                t_hold_end = time.time() + max(hold, 0)
+                ev = None
+                keys = KeysFile(a.keys_file) if a.keys_file else None
+                while time.time() < t_hold_end and res["calls_closed"] == 0:
+                    left = max(0.0, t_hold_end - time.time())
+                    # without a keys file: one wait for the whole hold, as before
+                    ev = wait_for(lambda e: e.get("type") == "CALL_CLOSED",
+                                  left if keys is None else min(0.2, left))
+                    if ev or keys is None:
+                        break
+                    lines = keys.new_lines()
+                    if "hangup" in lines:
+                        log(f"{a.user}: hangup asked for in {a.keys_file}")
+                        res["t_hangup_asked"] = time.time()
+                        break
+                    for line in lines:
+                        seq = "".join(c for c in line if c in "0123456789*#ABCD")
+                        t_start = time.time()
+                        for d in seq:      # one sndcode per key, as the PIN
+                            ctl.send("sndcode", d)
+                            wait_for(lambda e: False, a.dtmf_gap)
+                        rec = {"keys": seq, "t_start": round(t_start, 3),
+                               "t_done": round(time.time(), 3)}
+                        res.setdefault("keys_sent", []).append(rec)
+                        keys.log(rec)
+                        log(f"{a.user}: sent keys '{seq}' as RFC 4733 events")
+                if ev is None and res["calls_closed"] and res.get("t_closed"):
+                    ev = {"param": res.get("closed_reason")}
                 if ev:
                     log(f"{a.user}: call closed by peer early: {ev.get('param')}")
                     res["closed_by_peer"] = True
                 else:
                     res["closed_by_peer"] = False
+                    res["t_hangup"] = time.time()
                     ctl.send("hangup")
                     wait_for(lambda e: e.get("type") == "CALL_CLOSED", 5)
                 rc = 0

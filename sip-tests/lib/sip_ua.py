@@ -22,6 +22,15 @@ Modes
          from the bridge that arrive in that window is reported (result.json
          media.max_gap_ms); with --max-gap-ms a longer gap fails the call.
 
+Keys in the call: --keys-file FILE: every line appended to FILE once the call is up is
+sent as RFC 4733 events, like the PIN (100 ms each, --dtmf-gap s of the caller's audio
+between keys); a line "hangup" ends the call (our BYE).  Each sequence sent is logged
+to FILE.sent ("t_start t_done keys", unix times) and to result.json "keys_sent".
+Refused callers: --expect-bye-within S: the bridge must send BYE within S s of the
+PIN's last key (result.json "bye_after_dtmf_s"); the BYE then is no failure, its
+absence is.  media.t_first_rx: when the first PCMU packet arrived (received.wav's
+start: one payload per packet, in arrival order).
+
 Lost ACKs: --drop-acks N withholds the ACK for the first N copies of the 2xx (as if
 the network lost them; media starts at the first copy, as a phone's does) and ACKs the
 next copy; result.json "t_2xx" lists when each copy arrived (seconds after the
@@ -436,7 +445,12 @@ class Media:
                       "rx_len": {}, "rx_ssrcs": []}
         self.dtmf_sent = ""
         self.t_dtmf_done = None
+        self.t_last_pin_key = None   # when the end of the PIN's last key was sent
         self.arrivals = []           # time.time() of each PCMU packet
+        # --keys-file: key sequences sent in the call, each {"keys", "t_start", "t_done"}
+        self.keys_sent = []
+        self.keys_pos = 0            # bytes of the keys file already read
+        self.hangup_requested = None
 
     def run(self, t_end):
         rx = threading.Thread(target=self._rx, daemon=True)
@@ -518,24 +532,48 @@ class Media:
             self.sock.sendto(pkt, self.dest)
             self.stats["tx_packets"] += 1
 
+        inject = []            # (kind, data) slots of keys typed in the call (--keys-file)
         while time.time() < t_end and not self.stop.is_set():
             if self.a.stop_on_bye and self.a.tp.bye_received:
                 break
-            kind, data = plan[slot] if slot < len(plan) else ("tone", None)
+            if a.keys_file and slot % 10 == 0 and not inject:
+                for line in self._new_key_lines():
+                    if line == "hangup":
+                        self.hangup_requested = time.time()
+                        log(f"{a.user}: hangup asked for in {a.keys_file}")
+                        break
+                    inject += self._key_slots(line)
+                if self.hangup_requested:
+                    break
+            if inject:
+                kind, data = inject.pop(0)
+            else:
+                kind, data = plan[slot] if slot < len(plan) else ("tone", None)
+            if kind == "keys_done":
+                rec = {"keys": data[0], "t_start": round(data[1], 3), "t_done": round(time.time(), 3)}
+                self.keys_sent.append(rec)
+                with open(a.keys_file + ".sent", "a") as f:
+                    f.write(f"{rec['t_start']:.3f} {rec['t_done']:.3f} {rec['keys']}\n")
+                log(f"{a.user}: sent keys '{data[0]}' as RFC 4733 events")
+                kind = "tone" if slot >= len(plan) else "audio"
+            if kind == "keys_start":
+                data[1] = time.time()
+                kind = "tone" if slot >= len(plan) else "audio"
             if kind == "dtmf_done":
                 self.t_dtmf_done = time.time()
                 plan[slot] = ("audio", None)
                 kind = "audio"
             if kind == "event":
-                ev, end, dur, first = data
+                ev, end, dur, first = data[:4]
                 if first:
                     ev_ts = ts
                 pl = struct.pack("!BBH", ev, (0x80 if end else 0) | 10, dur)
                 for _ in range(3 if end else 1):   # end packet three times
                     send(101, first, ev_ts, pl)
                 self.stats["tx_events"] += 1
-                if end:
+                if end and len(data) == 4:          # the PIN (--dtmf), not --keys-file keys
                     self.dtmf_sent += [k for k, v in DIGITS.items() if v == ev][0]
+                    self.t_last_pin_key = time.time()
                 self.sent.append(silence)
                 ts += 160
             else:
@@ -553,6 +591,35 @@ class Media:
             if delay > 0:
                 time.sleep(delay)
         self.stats["tone_sent"] = tone_on
+
+    def _new_key_lines(self):
+        """Lines appended to --keys-file since the last look (complete lines only)."""
+        try:
+            with open(self.a.keys_file, "rb") as f:
+                f.seek(self.keys_pos)
+                data = f.read()
+        except OSError:
+            return []
+        n = data.rfind(b"\n") + 1
+        self.keys_pos += n
+        return [ln.strip() for ln in data[:n].decode("ascii", "replace").splitlines() if ln.strip()]
+
+    def _key_slots(self, keys):
+        """20 ms slots that send KEYS as RFC 4733 events (as the PIN is sent), with
+        --dtmf-gap s of the caller's audio between them; bad characters are skipped."""
+        keys = "".join(k for k in keys if k in DIGITS)
+        if not keys:
+            return []
+        marker = [keys, None]
+        slots = [("keys_start", marker)]
+        for d in keys:
+            ev = DIGITS[d]
+            for i in range(5):
+                slots.append(("event", (ev, False, (i + 1) * 160, i == 0, "key")))
+            slots.append(("event", (ev, True, 800, False, "key")))
+            slots += [("tone", None)] * int(self.a.dtmf_gap * 50)
+        slots.append(("keys_done", marker))
+        return slots
 
 
 def gap_stats(arrivals, start, end):
@@ -608,6 +675,12 @@ def main():
     ap.add_argument("--max-gap-ms", type=float, default=None)
     ap.add_argument("--drop-acks", type=int, default=0,
                     help="withhold the ACK for this many copies of the 2xx")
+    ap.add_argument("--keys-file", default=None,
+                    help="send each line appended to this file (after the PIN) as RFC 4733 "
+                         "keys; 'hangup' ends the call; FILE.sent logs what was sent")
+    ap.add_argument("--expect-bye-within", type=float, default=None,
+                    help="the bridge must hang up (BYE) within this many seconds after "
+                         "the last --dtmf key; then the BYE is no failure")
     a = ap.parse_args()
     if not (a.host.startswith("127.") or a.host == "::1"):
         sys.exit("sip_ua.py: loopback (127.0.0.0/8 or ::1) targets only")
@@ -738,6 +811,10 @@ def main():
                 rx = Srtp(a.shim, chosen[0], chosen[2], inbound=True)
             res["t_established"] = time.time()
             t_end = a.hangup_at if a.hangup_at else time.time() + a.prompt_wait + a.hold
+            if a.expect_bye_within is not None:
+                # The PIN's slots plus the wait for the BYE (the loop ends at the BYE).
+                pin_secs = a.prompt_wait + len(a.dtmf) * (0.12 + a.dtmf_gap) + 1
+                t_end = min(t_end, time.time() + pin_secs + a.expect_bye_within)
             med = Media(a, tx, rx, (ans["addr"], ans["port"]))
             log(f"media to {ans['addr']}:{ans['port']} from {uri_host(LOCAL_IP)}:{a.rtp_port}, "
                 f"SRTP {chosen[0] if chosen else 'off'}; hang up in {t_end - time.time():.1f}s")
@@ -755,6 +832,13 @@ def main():
                                  f"(bound {a.max_gap_ms:.0f} ms)")
             res["dtmf_sent"] = med.dtmf_sent
             res["t_dtmf_done"] = med.t_dtmf_done
+            res["keys_sent"] = med.keys_sent
+            res["t_last_pin_key"] = med.t_last_pin_key
+            res["t_hangup_asked"] = med.hangup_requested
+            # received.wav holds the PCMU payloads in arrival order (one per 20 ms tick of
+            # the bridge): its first sample arrived at t_first_rx
+            med.stats["t_first_rx"] = round(med.arrivals[0], 3) if med.arrivals else None
+            med.stats["t_last_rx"] = round(med.arrivals[-1], 3) if med.arrivals else None
             write_wav(os.path.join(a.out, "received.wav"), med.received)
             write_wav(os.path.join(a.out, "sent.wav"), med.sent)
             res["received_wav"] = os.path.join(a.out, "received.wav")
@@ -774,9 +858,21 @@ def main():
             acker.join(45)
             if res.get("ack_error"):
                 fails.append(res["ack_error"])
+        if a.expect_bye_within is not None and a.mode == "call" and not fails:
+            t_pin = res.get("t_last_pin_key")
+            if tp.bye_received and t_pin:
+                res["bye_after_dtmf_s"] = round(tp.bye_received - t_pin, 3)
+                log(f"the bridge hung up {res['bye_after_dtmf_s']} s after our last key")
+                if res["bye_after_dtmf_s"] > a.expect_bye_within:
+                    fails.append(f"the bridge's BYE came {res['bye_after_dtmf_s']} s after the "
+                                 f"PIN (bound {a.expect_bye_within:g} s)")
+            elif tp.bye_received:
+                fails.append("the bridge hung up (BYE) before the PIN was sent")
+            else:
+                fails.append(f"no BYE from the bridge within {a.expect_bye_within:g} s after the PIN")
         if tp.bye_received:
             res["closed_by_peer"] = True
-            if a.mode == "call":
+            if a.mode == "call" and a.expect_bye_within is None:
                 fails.append("the bridge hung up (BYE) before we did")
         else:
             res["closed_by_peer"] = False
