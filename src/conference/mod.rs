@@ -124,6 +124,11 @@ pub enum ConferenceEvent {
         /// The call.
         call: CallToken,
     },
+    /// The room took the caller in (after its PIN, unless locked or full).
+    Joined {
+        /// The call.
+        call: CallToken,
+    },
     /// The call should be ended.
     Hangup {
         /// The call.
@@ -490,6 +495,7 @@ impl Conference {
             self.run_room(room);
             return;
         }
+        self.events.push_back(ConferenceEvent::Joined { call });
         let r = self.rooms.entry(room).or_insert_with(RoomMix::new);
         if !r.members.contains(&slot) {
             r.members.push(slot);

@@ -581,6 +581,12 @@ fn srtp_members_latch_only_on_authenticated_packets_and_count_the_rest() {
     conf.add_member(t0, b, media(2), seed(2)).unwrap();
     conf.join(t0, a, 0);
     conf.join(t0, b, 0);
+    // The room took both in.
+    let joined: Vec<_> = std::iter::from_fn(|| conf.poll_event()).collect();
+    assert!(
+        matches!(joined[..], [ConferenceEvent::Joined { call: x }, ConferenceEvent::Joined { call: y }] if x == a && y == b),
+        "{joined:?}"
+    );
     let mut phone_out = SrtpContext::outbound_for(&phone_key).unwrap();
     let mut phone_in = SrtpContext::inbound_for(&bridge_key).unwrap();
     let mut tx = Tx::new(1);

@@ -50,6 +50,8 @@ struct CallEntry {
     session_id: u64,
     sdp_version: u64,
     room: Option<RoomKey>,
+    /// The room took it in (counted in the room's members).
+    joined: bool,
     verifying: bool,
     /// When the call was answered: held in memory for the duration histogram only.
     answered: Instant,
@@ -758,6 +760,7 @@ impl Signalling {
                 session_id,
                 sdp_version: 1,
                 room: None,
+                joined: false,
                 verifying: false,
                 answered: now,
                 source,
@@ -873,7 +876,7 @@ impl Signalling {
             self.metrics
                 .call_duration
                 .observe(entry.answered.elapsed().as_secs_f64());
-            if let Some(room) = entry.room {
+            if let Some(room) = entry.room.filter(|_| entry.joined) {
                 self.leave_room(room);
             }
         }
@@ -950,6 +953,7 @@ impl Signalling {
                 }
             }
             ConferenceEvent::MediaVerified { call } => self.endpoint.handle_media_verified(call),
+            ConferenceEvent::Joined { call } => self.on_joined(call),
             ConferenceEvent::Hangup { call, reason } => {
                 match reason {
                     HangupReason::PinFailed => tracing::info!(%call, "no valid PIN; hanging up"),
@@ -1006,12 +1010,9 @@ impl Signalling {
                 self.shards[entry.shard].send(ShardCommand::RefuseFull { call });
             }
             Some((room, role)) => {
-                self.counters.admitted += 1;
+                // Counted as a member when the room takes it (ConferenceEvent::Joined):
+                // a locked or full room may still refuse it.
                 entry.room = Some(room);
-                let r = self.rooms.entry(room).or_default();
-                r.members += 1;
-                r.peak = r.peak.max(r.members);
-                self.metrics.active_rooms.set(self.rooms.len() as i64);
                 // Every member of a room lives in the room's home shard, so its mix
                 // is one loop over local memory.
                 let home = room % shards;
@@ -1027,9 +1028,25 @@ impl Signalling {
                     });
                     entry.shard = home;
                 }
-                tracing::info!(%call, "caller admitted to a room");
             }
         }
+    }
+
+    /// The room took the caller in.
+    fn on_joined(&mut self, call: CallToken) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(room) = entry.room.filter(|_| !entry.joined) else {
+            return;
+        };
+        entry.joined = true;
+        self.counters.admitted += 1;
+        let r = self.rooms.entry(room).or_default();
+        r.members += 1;
+        r.peak = r.peak.max(r.members);
+        self.metrics.active_rooms.set(self.rooms.len() as i64);
+        tracing::info!(%call, "caller admitted to a room");
     }
 
     async fn shutdown(&mut self) {
