@@ -126,12 +126,15 @@ pub async fn run(
 
     // Hold.
     let cpu_before = config.bridge_pid.map(procfs::read_cpu).transpose()?;
+    // Our own CPU too: a generator near a full core is what a run measures instead.
+    let own_before = procfs::read_cpu(std::process::id()).ok();
     let hold_start = Instant::now();
     let _ = shared.hold_start.set(hold_start);
     shared.set_phase(Phase::Hold);
     tokio::time::sleep(config.hold).await;
     let hold_end = Instant::now();
     let cpu_after = config.bridge_pid.map(procfs::read_cpu).transpose()?;
+    let own_after = procfs::read_cpu(std::process::id()).ok();
     let rss_steady = config.bridge_pid.map(procfs::read_rss_kib).transpose()?;
     let _ = shared.hold_end.set(hold_end);
     shared.set_phase(Phase::HangUp);
@@ -163,6 +166,10 @@ pub async fn run(
     };
     let mut report = summarise(&config, &outcomes, &marker_sends, window);
     report.ramp.settle_secs = settle_secs;
+    if let (Some(before), Some(after)) = (own_before, own_after) {
+        report.generator.cpu_share =
+            Some(after.saturating_sub(before).as_secs_f64() / window.seconds());
+    }
     if let (Some(pid), Some(before), Some(after), Some(rss_before), Some(rss_steady)) = (
         config.bridge_pid,
         cpu_before,

@@ -198,6 +198,8 @@ pub struct Generator {
     pub late_ticks: u64,
     /// Latest send tick, ms.
     pub max_tick_late_ms: f64,
+    /// The generator's own CPU over the steady window, share of one core.
+    pub cpu_share: Option<f64>,
 }
 
 fn opt(v: Option<f64>, decimals: usize) -> String {
@@ -354,8 +356,13 @@ impl Report {
             &mut out,
             "generator",
             format!(
-                "{} packets out, {} in; {} of {} send ticks > 5 ms late (latest {:.1} ms)",
-                g.packets_out, g.packets_in, g.late_ticks, g.ticks, g.max_tick_late_ms
+                "{} packets out, {} in; {} of {} send ticks > 5 ms late (latest {:.1} ms); CPU {} % of a core",
+                g.packets_out,
+                g.packets_in,
+                g.late_ticks,
+                g.ticks,
+                g.max_tick_late_ms,
+                opt(g.cpu_share.map(|c| c * 100.0), 1)
             ),
         );
         out
@@ -487,6 +494,7 @@ impl Report {
                     ("ticks", Json::Int(g.ticks)),
                     ("late_ticks", Json::Int(g.late_ticks)),
                     ("max_tick_late_ms", Json::Num(g.max_tick_late_ms)),
+                    ("cpu_share", g.cpu_share.into()),
                 ]),
             ),
         ]);
