@@ -3,7 +3,9 @@
 #![allow(clippy::disallowed_methods)] // an I/O edge: it owns the clock
 
 use super::audio::{Payloads, Role, VOICES};
-use super::member::{self, ByeOutcome, Common, MemberOutcome, Phase, Plan, SetupOutcome, Shared};
+use super::member::{
+    self, ByeOutcome, Common, MemberError, MemberOutcome, Phase, Plan, SetupOutcome, Shared,
+};
 use super::report::{self, Report};
 use super::stats::{match_onsets, Summary};
 use super::{procfs, transport, LoadConfig, LoadError, Progress, SipTransport, DELAY_PROBES};
@@ -149,7 +151,7 @@ pub async fn run(
     let mut outcomes = Vec::with_capacity(members.len());
     for handle in members {
         outcomes.push(handle.await.unwrap_or_else(|e| MemberOutcome {
-            setup: SetupOutcome::Error(format!("member task: {e}")),
+            setup: SetupOutcome::Error(MemberError::Task(e.to_string())),
             ..MemberOutcome::default()
         }));
     }
@@ -268,7 +270,7 @@ fn summarise(
             SetupOutcome::TimedOut => u.timed_out += 1,
             SetupOutcome::Error(e) => {
                 u.errors += 1;
-                u.first_error.get_or_insert_with(|| e.clone());
+                u.first_error.get_or_insert_with(|| e.to_string());
             }
             SetupOutcome::Pending => u.errors += 1,
         }

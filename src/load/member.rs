@@ -67,27 +67,37 @@ pub enum Phase {
     HangUp = 3,
 }
 
-/// What every member and the engine share: the phase and live counters.
+/// What every member and the engine share: the phase and live counters (the
+/// progress line reads them; the report is made from the members' outcomes).
 #[derive(Debug, Default)]
 pub(super) struct Shared {
     phase: AtomicU8,
-    /// Set (once) when the hold begins and ends, before the phase changes.
+    /// When the hold began; set once, before the phase changes.
     pub hold_start: OnceLock<Instant>,
+    /// When the hold ended; set once, before the phase changes.
     pub hold_end: OnceLock<Instant>,
+    /// Members started.
     pub placed: AtomicU64,
+    /// Calls answered 2xx.
     pub answered: AtomicU64,
+    /// Calls that did not come up.
     pub failed: AtomicU64,
+    /// Members in the room.
     pub up: AtomicU64,
     /// Members that are up, failed, ended or gave up waiting: the ramp is over when
     /// all are settled.
     pub settled: AtomicU64,
+    /// Calls the bridge ended with a BYE.
     pub ended_by_bridge: AtomicU64,
+    /// Audio packets received.
     pub packets_in: AtomicU64,
+    /// RTP packets sent.
     pub packets_out: AtomicU64,
+    /// Gaps over 40 ms counted so far.
     pub gaps: AtomicU64,
-    /// Probes that are up, and those that heard a burst during the settle phase (each
-    /// counts once).
+    /// Delay probes that are up.
     pub probes_up: AtomicU64,
+    /// Delay probes that heard a burst while the run settled (each counts once).
     pub probes_hearing: AtomicU64,
     /// When the marker member sent each burst.
     pub marker_sends: Mutex<Vec<Instant>>,
@@ -119,25 +129,33 @@ impl Shared {
 
 /// What all members of a run use.
 pub(super) struct Common {
+    /// The run's settings.
     pub config: LoadConfig,
+    /// The codec format members encode and decode in.
     pub format: Format,
+    /// Every role's audio, encoded once.
     pub payloads: Payloads,
+    /// The TLS client, for `--transport tls`.
     pub tls: Option<TlsConnector>,
+    /// The phase and live counters.
     pub shared: Shared,
 }
 
 /// One member's part in the run.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Plan {
+    /// Its place in the order of calls (0 is the marker).
     pub index: usize,
+    /// What it sends once in the room.
     pub role: Role,
     /// Times the marker's bursts.
     pub probe: bool,
+    /// Its source address.
     pub source: IpAddr,
 }
 
 /// How the call's setup went.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(super) enum SetupOutcome {
     /// Still going (only while the member runs).
     #[default]
@@ -148,8 +166,52 @@ pub(super) enum SetupOutcome {
     Refused(u16),
     /// No final response within Timer B.
     TimedOut,
-    /// Something on our side or an unusable answer.
-    Error(String),
+    /// Something on our side, or an answer we cannot use.
+    Error(MemberError),
+}
+
+/// Why a member's call did not come up (or went down) other than by the bridge's
+/// refusal or silence.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MemberError {
+    /// The SIP socket (or TCP/TLS connection) could not be opened.
+    #[error("SIP socket from {source_ip}: {error}")]
+    SipSocket {
+        /// The source address.
+        source_ip: IpAddr,
+        /// What the OS or TLS said.
+        error: std::io::Error,
+    },
+    /// The RTP socket could not be opened.
+    #[error("RTP socket on {source_ip}: {error}")]
+    RtpSocket {
+        /// The source address.
+        source_ip: IpAddr,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// Our own decoder could not be built.
+    #[error("decoder: {0}")]
+    Decoder(#[from] crate::media::codec::CodecError),
+    /// The SIP connection broke before the call was answered.
+    #[error("SIP: {0}")]
+    Sip(std::io::Error),
+    /// The answer's SDP is unusable.
+    #[error(transparent)]
+    Answer(#[from] sdp::AnswerError),
+    /// The answer put media off loopback.
+    #[error("the answer puts media on {0}, outside loopback")]
+    MediaOffLoopback(IpAddr),
+    /// A second 2xx with another dialog (a forking proxy would do that; the bridge
+    /// never does).
+    #[error("answered twice")]
+    AnsweredTwice,
+    /// Still ringing when the run ended.
+    #[error("not answered by the end of the run")]
+    NotAnswered,
+    /// The member's task failed (a bug of ours).
+    #[error("member task: {0}")]
+    Task(String),
 }
 
 /// How our BYE went.
@@ -167,12 +229,15 @@ pub(super) enum ByeOutcome {
 /// Everything one member measured.
 #[derive(Debug, Default)]
 pub(super) struct MemberOutcome {
+    /// How the call's setup went.
     pub setup: SetupOutcome,
     /// In the room (admission heard, or audio flowing after [`ADMISSION_WAIT`]).
     pub up_at: Option<Instant>,
     /// `#` to the first audible packet, when that was heard.
     pub admission: Option<Duration>,
+    /// Continuity while others joined (from [`UP_SETTLE`] after this member did).
     pub ramp: Option<ReceiveStats>,
+    /// Continuity in the hold (members up when it began).
     pub hold: Option<ReceiveStats>,
     /// Burst onsets heard in the hold (probes only).
     pub onsets: Vec<Instant>,
@@ -180,11 +245,17 @@ pub(super) struct MemberOutcome {
     pub ended_by_bridge: Option<Instant>,
     /// A probe that heard a burst while the run settled.
     pub heard_room: bool,
+    /// How our BYE went.
     pub bye: ByeOutcome,
+    /// Send ticks.
     pub ticks: u64,
+    /// Send ticks later than [`LATE_TICK`].
     pub late_ticks: u64,
+    /// The latest send tick.
     pub max_tick_late: Duration,
+    /// Audio packets received.
     pub packets_in: u64,
+    /// RTP packets sent.
     pub packets_out: u64,
 }
 
@@ -246,7 +317,7 @@ struct Member<'a> {
 }
 
 impl<'a> Member<'a> {
-    async fn start(plan: Plan, common: &'a Common) -> Result<Member<'a>, String> {
+    async fn start(plan: Plan, common: &'a Common) -> Result<Member<'a>, MemberError> {
         let config = &common.config;
         let sip = SipSocket::open(
             config.transport,
@@ -255,13 +326,25 @@ impl<'a> Member<'a> {
             common.tls.as_ref(),
         )
         .await
-        .map_err(|e| format!("SIP socket from {}: {e}", plan.source))?;
+        .map_err(|error| MemberError::SipSocket {
+            source_ip: plan.source,
+            error,
+        })?;
         let rtp = UdpSocket::bind(SocketAddr::new(plan.source, 0))
             .await
-            .map_err(|e| format!("RTP socket on {}: {e}", plan.source))?;
-        let rtp_addr = rtp.local_addr().map_err(|e| e.to_string())?;
-        let decoder = Decoder::new(common.format).map_err(|e| format!("decoder: {e}"))?;
-        let local = sip.local().map_err(|e| e.to_string())?;
+            .map_err(|error| MemberError::RtpSocket {
+                source_ip: plan.source,
+                error,
+            })?;
+        let rtp_addr = rtp.local_addr().map_err(|error| MemberError::RtpSocket {
+            source_ip: plan.source,
+            error,
+        })?;
+        let decoder = Decoder::new(common.format)?;
+        let local = sip.local().map_err(|error| MemberError::SipSocket {
+            source_ip: plan.source,
+            error,
+        })?;
         let our_key = config
             .srtp
             .map(|suite| CryptoAttribute::offer(suite, &mut rand::rngs::OsRng));
@@ -340,7 +423,7 @@ impl<'a> Member<'a> {
                         Err(e) => {
                             // The connection is gone: the call with it.
                             if matches!(out.setup, SetupOutcome::Pending) {
-                                out.setup = SetupOutcome::Error(format!("SIP: {e}"));
+                                out.setup = SetupOutcome::Error(MemberError::Sip(e));
                                 Shared::count(&self.common.shared.failed);
                             } else if hanging_since.is_some() {
                                 out.bye = ByeOutcome::Unanswered;
@@ -373,7 +456,7 @@ impl<'a> Member<'a> {
                     if !was_up {
                         // Still ringing (or already over): nothing to wait for.
                         if matches!(out.setup, SetupOutcome::Pending) {
-                            out.setup = SetupOutcome::Error("not answered by the end of the run".into());
+                            out.setup = SetupOutcome::Error(MemberError::NotAnswered);
                             Shared::count(&self.common.shared.failed);
                         }
                         let _ = self.flush(out).await;
@@ -449,7 +532,7 @@ impl<'a> Member<'a> {
         go_on && !self.call.is_terminated()
     }
 
-    fn media_for(&mut self, answer: AnswerMedia, now: Instant) -> Result<Media, String> {
+    fn media_for(&mut self, answer: AnswerMedia, now: Instant) -> Result<Media, MemberError> {
         // Our key was made for this call and checked by `read_answer`: both contexts
         // build unless the suite itself is broken, which the first packet would show.
         let outbound = self
@@ -461,7 +544,7 @@ impl<'a> Member<'a> {
             .as_ref()
             .and_then(|k| SrtpContext::inbound_for(k).ok());
         let format = self.common.format;
-        let decoder = self.decoder.take().ok_or("answered twice")?;
+        let decoder = self.decoder.take().ok_or(MemberError::AnsweredTwice)?;
         Ok(Media {
             remote: answer.remote,
             // RFC 3550 §5.1: random initial sequence number and timestamp.
@@ -725,13 +808,10 @@ fn read_answer(
     body: &[u8],
     common: &Common,
     our_key: Option<&CryptoAttribute>,
-) -> Result<AnswerMedia, String> {
-    let answer = sdp::read_answer(body, common.config.codec, our_key).map_err(|e| e.to_string())?;
+) -> Result<AnswerMedia, MemberError> {
+    let answer = sdp::read_answer(body, common.config.codec, our_key)?;
     if !answer.remote.ip().is_loopback() {
-        return Err(format!(
-            "the answer puts media on {}, outside loopback",
-            answer.remote.ip()
-        ));
+        return Err(MemberError::MediaOffLoopback(answer.remote.ip()));
     }
     Ok(answer)
 }

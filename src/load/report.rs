@@ -130,7 +130,8 @@ impl Hold {
         (minutes > 0.0).then(|| self.gaps as f64 / minutes)
     }
 
-    /// Received over expected, 0–1 (can exceed 1 with duplicates).
+    /// Received over expected, 0–1 (a little more when the bridge catches up after a
+    /// late tick, or sends duplicates).
     pub fn received_share(&self) -> Option<f64> {
         (self.expected > 0).then(|| self.received as f64 / self.expected as f64)
     }

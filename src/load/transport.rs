@@ -27,23 +27,31 @@ const MAX_DATAGRAM: usize = 16 * 1024;
 pub(super) enum SipSocket {
     /// One UDP socket; everything goes to the target.
     Udp {
+        /// The socket, bound to the member's source address.
         socket: UdpSocket,
+        /// The bridge.
         target: SocketAddr,
         /// Reused for every datagram (`recv` runs once per select round).
         buffer: Box<[u8]>,
     },
     /// A TCP or TLS connection and what has been read but not yet framed.
     Stream {
+        /// The connection.
         stream: Stream,
+        /// Our end.
         local: SocketAddr,
+        /// The bridge's end.
         remote: SocketAddr,
+        /// Bytes read, not yet a whole message.
         buffer: Vec<u8>,
     },
 }
 
 /// TCP or TLS.
 pub(super) enum Stream {
+    /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS over TCP (boxed: the TLS state is a kilobyte).
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
