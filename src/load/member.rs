@@ -199,6 +199,9 @@ pub(super) enum MemberError {
     /// The answer's SDP is unusable.
     #[error(transparent)]
     Answer(#[from] sdp::AnswerError),
+    /// The SRTP contexts for the keys could not be made.
+    #[error("SRTP: {0}")]
+    Srtp(#[from] crate::media::srtp::SrtpError),
     /// The answer put media off loopback.
     #[error("the answer puts media on {0}, outside loopback")]
     MediaOffLoopback(IpAddr),
@@ -241,7 +244,7 @@ pub(super) struct MemberOutcome {
     pub hold: Option<ReceiveStats>,
     /// Burst onsets heard in the hold (probes only).
     pub onsets: Vec<Instant>,
-    /// When the bridge ended the call, if it did.
+    /// When the bridge ended the call (a BYE, or closing our TCP/TLS connection).
     pub ended_by_bridge: Option<Instant>,
     /// A probe that heard a burst while the run settled.
     pub heard_room: bool,
@@ -427,6 +430,10 @@ impl<'a> Member<'a> {
                                 Shared::count(&self.common.shared.failed);
                             } else if hanging_since.is_some() {
                                 out.bye = ByeOutcome::Unanswered;
+                            } else {
+                                // The bridge closed our connection: it ended the call.
+                                out.ended_by_bridge = Some(Instant::now());
+                                Shared::count(&self.common.shared.ended_by_bridge);
                             }
                             break;
                         }
@@ -533,16 +540,16 @@ impl<'a> Member<'a> {
     }
 
     fn media_for(&mut self, answer: AnswerMedia, now: Instant) -> Result<Media, MemberError> {
-        // Our key was made for this call and checked by `read_answer`: both contexts
-        // build unless the suite itself is broken, which the first packet would show.
         let outbound = self
             .our_key
             .as_ref()
-            .and_then(|k| SrtpContext::outbound_for(k).ok());
+            .map(SrtpContext::outbound_for)
+            .transpose()?;
         let inbound = answer
             .crypto
             .as_ref()
-            .and_then(|k| SrtpContext::inbound_for(k).ok());
+            .map(SrtpContext::inbound_for)
+            .transpose()?;
         let format = self.common.format;
         let decoder = self.decoder.take().ok_or(MemberError::AnsweredTwice)?;
         Ok(Media {
@@ -588,8 +595,8 @@ impl<'a> Member<'a> {
             }
             Phase::Hold | Phase::HangUp => {
                 let start = shared.hold_start.get().copied().unwrap_or(now);
-                if let Some(ramp) = out.ramp.as_mut() {
-                    ramp.finish(start);
+                if out.ramp.as_mut().is_some_and(|ramp| ramp.finish(start)) {
+                    Shared::count(&shared.gaps);
                 }
                 // Members that came up after the hold began are not measured in it.
                 if phase == Phase::Hold
