@@ -19,6 +19,8 @@ const MAX_QUEUE: usize = 64;
 pub struct Playback {
     queue: VecDeque<Prompt>,
     current: Option<(Arc<[i16]>, usize)>,
+    /// Which prompt `current` is.
+    playing: Option<Prompt>,
     /// Prompts (8 kHz) to the caller's rate.
     up: Option<Resampler>,
 }
@@ -38,6 +40,7 @@ impl Playback {
         Playback {
             queue: VecDeque::with_capacity(8),
             current: None,
+            playing: None,
             up: Resampler::new(PROMPT_RATE, rate).ok(),
         }
     }
@@ -51,6 +54,7 @@ impl Playback {
     pub fn stop(&mut self) {
         self.queue.clear();
         self.current = None;
+        self.playing = None;
     }
 
     /// Stops what plays and plays `p` instead.
@@ -67,6 +71,17 @@ impl Playback {
         }
     }
 
+    /// Plays a join or leave tone unless one is already playing or waiting: when many
+    /// join at once (a meeting start), those already in hear a few tones, not one per
+    /// joiner back to back.
+    pub fn enqueue_tone(&mut self, p: Prompt) {
+        let tone = |x: Prompt| matches!(x, Prompt::JoinTone | Prompt::LeaveTone);
+        if self.playing.is_some_and(tone) || self.queue.iter().any(|&q| tone(q)) {
+            return;
+        }
+        self.enqueue(p);
+    }
+
     /// Whether nothing plays or waits.
     pub fn is_idle(&self) -> bool {
         self.current.is_none() && self.queue.is_empty()
@@ -77,6 +92,7 @@ impl Playback {
         if self.current.is_none() {
             if let Some(next) = self.queue.pop_front() {
                 self.current = Some((prompts.get(next).clone(), 0));
+                self.playing = Some(next);
                 if let Some(up) = self.up.as_mut() {
                     up.reset();
                 }
@@ -101,6 +117,7 @@ impl Playback {
         let mut finished = false;
         if *pos >= audio.len() {
             self.current = None;
+            self.playing = None;
             finished = self.queue.is_empty();
         }
         Played {
@@ -136,6 +153,27 @@ mod tests {
         assert_eq!(log[2], (true, true, 7));
         assert_eq!(log[3], (false, false, 7));
         assert!(pb.is_idle());
+    }
+
+    #[test]
+    fn tones_from_a_burst_of_joins_coalesce() {
+        let prompts = Prompts::from_fn(|_| vec![3; 480]);
+        let mut pb = Playback::new(8000);
+        pb.enqueue_tone(Prompt::JoinTone);
+        pb.enqueue_tone(Prompt::JoinTone);
+        pb.enqueue_tone(Prompt::LeaveTone);
+        assert_eq!(pb.queue.len(), 1);
+        let mut out = [0i16; 160];
+        pb.next_frame(&prompts, &mut out);
+        // One is playing: another is not queued behind it.
+        pb.enqueue_tone(Prompt::JoinTone);
+        assert!(pb.queue.is_empty());
+        pb.enqueue(Prompt::Muted);
+        pb.next_frame(&prompts, &mut out);
+        pb.next_frame(&prompts, &mut out);
+        // The tone ended: a new one may wait (behind "muted").
+        pb.enqueue_tone(Prompt::LeaveTone);
+        assert_eq!(pb.queue.len(), 2);
     }
 
     #[test]
