@@ -231,9 +231,9 @@ impl Member {
         if tone {
             self.tone_hold = TONE_HOLD_TICKS;
         }
-        let delay = self
-            .tone_delay
-            .get_or_insert_with(|| vec![0; MAX_FRAME].into_boxed_slice());
+        let Some(delay) = self.tone_delay.as_mut() else {
+            return;
+        };
         delay[..n].swap_with_slice(&mut self.native[..n]);
         std::mem::swap(&mut self.has_audio, &mut self.tone_delay_audio);
         if self.tone_hold > 0 {
@@ -342,7 +342,9 @@ impl Member {
             waiting: false,
             gain_db: 0,
             talk: 0,
-            tone_delay: None,
+            // The frame delay of keys as tones, made with the detector (never on the tick).
+            tone_delay: (media.inband_dtmf != InbandDtmf::Off)
+                .then(|| vec![0; MAX_FRAME].into_boxed_slice()),
             tone_delay_audio: false,
             tone_hold: 0,
             up: None,

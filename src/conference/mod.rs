@@ -38,7 +38,7 @@ use crate::mixer::Mixer;
 use crate::redact::CallToken;
 use crate::room::ivr::{IvrAction, IvrSettings, PinAttempt};
 use crate::room::keys::{Control, KeyMap};
-use crate::room::prompts::{Prompt, Prompts};
+use crate::room::prompts::Prompts;
 use crate::room::{Dismissal, Role, Room, RoomAction, RoomOptions};
 use member::Phase;
 use mix::RoomMix;
@@ -370,17 +370,11 @@ impl Conference {
                 continue;
             };
             match action {
-                RoomAction::Say { prompts, .. } => match prompts[..] {
-                    // Another member's join or leave: coalesced with one already due.
-                    [tone @ (Prompt::JoinTone | Prompt::LeaveTone)] => {
-                        m.playback.enqueue_tone(tone)
+                RoomAction::Say { prompts, .. } => {
+                    for p in prompts {
+                        m.playback.enqueue(p);
                     }
-                    _ => {
-                        for p in prompts {
-                            m.playback.enqueue(p);
-                        }
-                    }
-                },
+                }
                 RoomAction::Mute { muted, .. } => {
                     m.muted = muted;
                     m.talk = 0;

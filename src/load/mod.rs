@@ -53,6 +53,7 @@ pub use engine::run;
 pub use member::Phase;
 pub use report::Report;
 pub use sip::SipTransport;
+pub use transport::loopback_tls_config;
 
 use crate::config::Codec;
 use crate::media::codec::{CodecError, Format};

@@ -177,13 +177,20 @@ impl SipSocket {
 
 /// A TLS client that accepts any certificate (see the module docs).
 pub(super) fn tls_connector() -> Result<TlsConnector, rustls::Error> {
+    Ok(TlsConnector::from(Arc::new(loopback_tls_config()?)))
+}
+
+/// A TLS client configuration that accepts any server certificate (the bridge's default
+/// one is self-signed) but still checks the handshake signatures: for loopback tests only.
+pub fn loopback_tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+    )
 }
 
 /// Accepts any server certificate; handshake signatures are still checked.

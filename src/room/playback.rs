@@ -18,9 +18,8 @@ const MAX_QUEUE: usize = 64;
 /// One caller's prompt queue and the prompt playing now.
 pub struct Playback {
     queue: VecDeque<Prompt>,
-    current: Option<(Arc<[i16]>, usize)>,
-    /// Which prompt `current` is.
-    playing: Option<Prompt>,
+    /// The prompt playing, its samples and how far it has played.
+    current: Option<(Prompt, Arc<[i16]>, usize)>,
     /// Prompts (8 kHz) to the caller's rate.
     up: Option<Resampler>,
 }
@@ -40,7 +39,6 @@ impl Playback {
         Playback {
             queue: VecDeque::with_capacity(8),
             current: None,
-            playing: None,
             up: Resampler::new(PROMPT_RATE, rate).ok(),
         }
     }
@@ -54,7 +52,6 @@ impl Playback {
     pub fn stop(&mut self) {
         self.queue.clear();
         self.current = None;
-        self.playing = None;
     }
 
     /// Stops what plays and plays `p` instead.
@@ -64,22 +61,16 @@ impl Playback {
     }
 
     /// Plays `p` after what is queued (dropped beyond a bound: a key held down must not
-    /// grow memory).
+    /// grow memory). A join or leave tone is dropped while another one plays or waits:
+    /// when many join at once (a meeting start), those already in hear a few tones, not
+    /// one per joiner back to back.
     pub fn enqueue(&mut self, p: Prompt) {
-        if self.queue.len() < MAX_QUEUE {
+        let tone = |x: Prompt| matches!(x, Prompt::JoinTone | Prompt::LeaveTone);
+        let tone_due = self.current.as_ref().is_some_and(|(c, ..)| tone(*c))
+            || self.queue.iter().any(|&q| tone(q));
+        if self.queue.len() < MAX_QUEUE && !(tone(p) && tone_due) {
             self.queue.push_back(p);
         }
-    }
-
-    /// Plays a join or leave tone unless one is already playing or waiting: when many
-    /// join at once (a meeting start), those already in hear a few tones, not one per
-    /// joiner back to back.
-    pub fn enqueue_tone(&mut self, p: Prompt) {
-        let tone = |x: Prompt| matches!(x, Prompt::JoinTone | Prompt::LeaveTone);
-        if self.playing.is_some_and(tone) || self.queue.iter().any(|&q| tone(q)) {
-            return;
-        }
-        self.enqueue(p);
     }
 
     /// Whether nothing plays or waits.
@@ -91,14 +82,13 @@ impl Playback {
     pub fn next_frame(&mut self, prompts: &Prompts, out: &mut [i16]) -> Played {
         if self.current.is_none() {
             if let Some(next) = self.queue.pop_front() {
-                self.current = Some((prompts.get(next).clone(), 0));
-                self.playing = Some(next);
+                self.current = Some((next, prompts.get(next).clone(), 0));
                 if let Some(up) = self.up.as_mut() {
                     up.reset();
                 }
             }
         }
-        let Some((audio, pos)) = self.current.as_mut() else {
+        let Some((_, audio, pos)) = self.current.as_mut() else {
             return Played {
                 playing: false,
                 finished: false,
@@ -117,7 +107,6 @@ impl Playback {
         let mut finished = false;
         if *pos >= audio.len() {
             self.current = None;
-            self.playing = None;
             finished = self.queue.is_empty();
         }
         Played {
@@ -159,20 +148,20 @@ mod tests {
     fn tones_from_a_burst_of_joins_coalesce() {
         let prompts = Prompts::from_fn(|_| vec![3; 480]);
         let mut pb = Playback::new(8000);
-        pb.enqueue_tone(Prompt::JoinTone);
-        pb.enqueue_tone(Prompt::JoinTone);
-        pb.enqueue_tone(Prompt::LeaveTone);
+        pb.enqueue(Prompt::JoinTone);
+        pb.enqueue(Prompt::JoinTone);
+        pb.enqueue(Prompt::LeaveTone);
         assert_eq!(pb.queue.len(), 1);
         let mut out = [0i16; 160];
         pb.next_frame(&prompts, &mut out);
         // One is playing: another is not queued behind it.
-        pb.enqueue_tone(Prompt::JoinTone);
+        pb.enqueue(Prompt::JoinTone);
         assert!(pb.queue.is_empty());
         pb.enqueue(Prompt::Muted);
         pb.next_frame(&prompts, &mut out);
         pb.next_frame(&prompts, &mut out);
         // The tone ended: a new one may wait (behind "muted").
-        pb.enqueue_tone(Prompt::LeaveTone);
+        pb.enqueue(Prompt::LeaveTone);
         assert_eq!(pb.queue.len(), 2);
     }
 

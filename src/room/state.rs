@@ -265,8 +265,7 @@ impl Room {
 
     /// A caller whose PIN (or dial-in) opened this room comes in. Returns false when it
     /// is refused (locked, full): it is then told why and dismissed.
-    pub fn handle_join(&mut self, now: Instant, call: CallToken, role: Role) -> bool {
-        let _ = now;
+    pub fn handle_join(&mut self, _now: Instant, call: CallToken, role: Role) -> bool {
         if self.seat(call).is_some() {
             return true;
         }
