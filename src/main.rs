@@ -68,13 +68,18 @@ fn real_main() -> Result<()> {
                     PinLength::Enough(_) => {}
                 }
             }
+            let rtp = match config.media.rtp_single_port {
+                Some(port) => format!("single:{port}"),
+                None => format!(
+                    "{}-{}",
+                    config.media.rtp_port_min, config.media.rtp_port_max
+                ),
+            };
             println!(
-                "{path}: ok ({} room(s), {} trunk(s), SIP on {}, RTP {}-{})",
+                "{path}: ok ({} room(s), {} trunk(s), SIP on {}, RTP {rtp})",
                 config.rooms.len(),
                 config.trunks.iter().count(),
                 listeners.join(", "),
-                config.media.rtp_port_min,
-                config.media.rtp_port_max
             );
             Ok(())
         }

@@ -175,6 +175,11 @@ pub struct Metrics {
     pub room_size: Histogram,
     /// Call durations in seconds, observed at hang-up.
     pub call_duration: Histogram,
+    /// How late each mixer tick ran after its due time, in seconds.
+    pub tick_lateness: Histogram,
+    /// Mixer ticks skipped because a shard fell more than five ticks behind (a mix
+    /// nobody heard).
+    pub ticks_lost: Counter,
     /// 1 when the OS sandbox is active.
     pub sandbox_active: Gauge,
     /// Process CPU time in seconds (updated at each scrape).
@@ -217,6 +222,11 @@ impl Metrics {
             room_size: Histogram::new([2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0]),
             // Coarse on purpose: minutes, not seconds.
             call_duration: Histogram::new([60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0]),
+            // Around the 2 ms a tick may be late before anyone could hear it.
+            tick_lateness: Histogram::new([
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+            ]),
+            ticks_lost: Counter::default(),
             sandbox_active: Gauge::default(),
             process_cpu_seconds: Gauge::default(),
             process_resident_memory_bytes: Gauge::default(),
@@ -316,6 +326,16 @@ impl Metrics {
             m.call_duration.clone(),
         );
         registry.register(
+            "mixer_tick_lateness_seconds",
+            "How late mixer ticks ran after their due time",
+            m.tick_lateness.clone(),
+        );
+        registry.register(
+            "mixer_ticks_lost",
+            "Mixer ticks skipped because a shard fell more than five ticks behind",
+            m.ticks_lost.clone(),
+        );
+        registry.register(
             "sandbox_active",
             "1 when the OS sandbox is active",
             m.sandbox_active.clone(),
@@ -410,6 +430,8 @@ mod tests {
             "sotto_srtp_auth_failures_total 0",
             "sotto_call_duration_seconds_count 1",
             "sotto_room_size_count 1",
+            "sotto_mixer_tick_lateness_seconds_count 0",
+            "sotto_mixer_ticks_lost_total 0",
             "sotto_sandbox_active 0",
             "sotto_process_resident_memory_bytes",
             "# EOF",

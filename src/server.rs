@@ -66,6 +66,22 @@ pub struct Listeners {
     pub metrics: Option<std::net::TcpListener>,
 }
 
+/// Kernel buffer asked for the shared RTP port: a tick's datagrams of thousands of
+/// members wait there between two reads (2,000 × ~1 KiB of kernel overhead each).
+const SHARED_RTP_BUFFER: usize = 8 << 20;
+
+/// Binds the shared RTP port (`rtp_ports = "single:PORT"`) with room for a tick's
+/// datagrams.
+fn bind_shared_rtp(addr: SocketAddr) -> Result<std::net::UdpSocket, StartError> {
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    crate::io::batch::enlarge_buffers(&socket, SHARED_RTP_BUFFER);
+    Ok(socket)
+}
+
 fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     let l =
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -278,10 +294,21 @@ pub async fn start_with(
         },
         keys: Arc::new(config.controls.clone()),
         room_options: config.rooms.iter().map(|r| r.options).collect(),
+        shared_port: config.media.rtp_single_port.is_some(),
     };
-    let shard_count = match config.mixer.shards {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+    let mut shared = match config.media.rtp_single_port {
+        Some(port) => Some(bind_shared_rtp(SocketAddr::new(
+            config.media.rtp_address,
+            port,
+        ))?),
+        None => None,
+    };
+    let shard_count = match (config.mixer.shards, &shared) {
+        // A member stays on the port its SDP named, and a room's members live in one
+        // shard: until rooms span shards, the shared port has one shard.
+        (_, Some(_)) => 1,
+        (0, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (n, None) => n,
     };
     let mut shards = Vec::with_capacity(shard_count);
     for i in 0..shard_count {
@@ -292,6 +319,7 @@ pub async fn start_with(
                 prompts.clone(),
                 ev_tx.clone(),
                 metrics.clone(),
+                shared.take(),
             )
             .map_err(StartError::Thread)?,
         );

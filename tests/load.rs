@@ -181,3 +181,43 @@ fn opus_with_aead_gcm_over_tls() {
     );
     rt.block_on(server.stop());
 }
+
+#[test]
+fn every_call_on_one_shared_rtp_port_plain_and_srtp() {
+    // `rtp_ports = "single:PORT"`: the shard tells members apart by source address and
+    // moves their datagrams in batches; audio, delay and hang-up as with a port each.
+    let rt = runtime();
+    let config = test_config(&[("team", PIN)], "single:43600", "");
+    assert_eq!(config.media.rtp_single_port, Some(43600));
+    let server = rt
+        .block_on(sotto::server::start(config, tone_prompts()))
+        .unwrap();
+    let mut load = LoadConfig::new(server.sip_addr());
+    load.calls = 10;
+    load.rate = 10.0;
+    load.hold = Duration::from_secs(4);
+    load.talkers = 0.3;
+    load.pin = PIN.into();
+    load.sources = sources(5, 10);
+    let r = run_load(load);
+    assert_healthy(&r, 10);
+    rt.block_on(server.stop());
+
+    let config = test_config(
+        &[("team", PIN)],
+        "single:43602",
+        "encryption = \"required\"\nallow_sdes_without_tls = true",
+    );
+    let server = rt
+        .block_on(sotto::server::start(config, tone_prompts()))
+        .unwrap();
+    let mut load = LoadConfig::new(server.sip_addr());
+    load.calls = 4;
+    load.hold = Duration::from_secs(3);
+    load.pin = PIN.into();
+    load.srtp = Some(Suite::AesCm128HmacSha1_80);
+    load.sources = sources(6, 4);
+    let r = run_load(load);
+    assert_healthy(&r, 4);
+    rt.block_on(server.stop());
+}

@@ -435,6 +435,23 @@ impl Member {
         }
     }
 
+    /// The addresses the shared port finds this member by.
+    pub(super) fn route(&self) -> super::demux::Route {
+        super::demux::Route {
+            latched: self.latched.map(|(a, _)| a),
+            expected: if self.latched.is_none() {
+                self.sdp_remote
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Whether its media is SRTP (its packets prove whose they are).
+    pub(super) fn has_srtp(&self) -> bool {
+        self.srtp.is_some()
+    }
+
     /// One received datagram on the member's RTP port (decrypted in place for SRTP).
     /// `tick` is the shard's tick count (RFC 6464 levels are kept per tick).
     pub(super) fn receive(

@@ -25,6 +25,7 @@
 //!
 //! Allocation happens only when membership or formats change (join, leave, re-INVITE),
 
+mod demux;
 mod member;
 mod mix;
 mod tick;
@@ -40,6 +41,7 @@ use crate::room::ivr::{IvrAction, IvrSettings, PinAttempt};
 use crate::room::keys::{Control, KeyMap};
 use crate::room::prompts::Prompts;
 use crate::room::{Dismissal, Role, Room, RoomAction, RoomOptions};
+use demux::{Demux, Route, SRTP_TRIALS};
 use member::Phase;
 use mix::RoomMix;
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +80,9 @@ pub struct ConferenceSettings {
     pub keys: Arc<KeyMap>,
     /// Options of each room, by room key (a room beyond the list has the defaults).
     pub room_options: Arc<[RoomOptions]>,
+    /// Whether members' RTP comes to one shared port ([`Conference::handle_shared_rtp`])
+    /// rather than to a port each.
+    pub shared_port: bool,
 }
 
 impl Default for ConferenceSettings {
@@ -92,6 +97,7 @@ impl Default for ConferenceSettings {
             auto_gain: false,
             keys: Arc::new(KeyMap::default()),
             room_options: Arc::from(Vec::new()),
+            shared_port: false,
         }
     }
 }
@@ -194,17 +200,26 @@ pub struct Conference {
     events: VecDeque<ConferenceEvent>,
     counters: MediaCounters,
     ticks: u64,
+    /// The shared port's routing table (`None` with a port per call).
+    demux: Option<Demux>,
+    /// Scratch: a copy of an unknown source's datagram for SRTP trials.
+    trial: Box<[u8]>,
 }
 
 impl Drop for Conference {
     fn drop(&mut self) {
         self.scratch.zeroize();
+        self.trial.zeroize();
     }
 }
+
+/// Largest datagram tried against waiting SRTP members (RTP over UDP stays far below).
+const TRIAL_BYTES: usize = 2048;
 
 impl Conference {
     /// An empty shard.
     pub fn new(settings: ConferenceSettings, prompts: Arc<Prompts>) -> Conference {
+        let settings_shared = settings.shared_port;
         Conference {
             settings,
             prompts,
@@ -223,6 +238,8 @@ impl Conference {
             events: VecDeque::new(),
             counters: MediaCounters::default(),
             ticks: 0,
+            demux: settings_shared.then(Demux::new),
+            trial: vec![0; if settings_shared { TRIAL_BYTES } else { 0 }].into_boxed_slice(),
         }
     }
 
@@ -282,7 +299,30 @@ impl Conference {
             }
         };
         self.by_token.insert(token, slot);
+        self.retrack(slot, Route::default());
         slot
+    }
+
+    /// The member in `slot` was found by `before`; the shared port's table follows it.
+    fn retrack(&mut self, slot: usize, before: Route) {
+        let Some(demux) = self.demux.as_mut() else {
+            return;
+        };
+        let after = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(Route::default(), Member::route);
+        demux.update(slot, before, after);
+    }
+
+    /// The member in `slot` is leaving the shard: nothing routes to it any more.
+    fn untrack(&mut self, slot: usize) {
+        if let Some(demux) = self.demux.as_mut() {
+            if let Some(m) = self.slots.get(slot).and_then(Option::as_ref) {
+                demux.update(slot, m.route(), Route::default());
+            }
+        }
     }
 
     /// A new caller: the IVR starts and the PIN prompt plays. Returns the member's slot,
@@ -303,6 +343,7 @@ impl Conference {
     /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
     pub fn remove(&mut self, now: Instant, call: CallToken) -> Option<usize> {
         let slot = self.by_token.remove(&call)?;
+        self.untrack(slot);
         // Wipe in place first: moving the member out leaves its bytes in the slot.
         self.slots.get_mut(slot)?.as_mut()?.wipe();
         let member = self.slots.get_mut(slot)?.take()?;
@@ -317,6 +358,7 @@ impl Conference {
     /// Takes a member out to move it to another shard.
     pub fn take(&mut self, now: Instant, call: CallToken) -> Option<(usize, Box<Member>)> {
         let slot = self.by_token.remove(&call)?;
+        self.untrack(slot);
         // The frames are per tick and need not travel; wiping them first means the copy
         // the move leaves in the slot holds no audio.
         self.slots.get_mut(slot)?.as_mut()?.wipe();
@@ -536,8 +578,11 @@ impl Conference {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return false;
         };
+        let before = m.route();
         m.update_media(now, media, &self.settings, &mut self.counters);
-        if let Some(room) = m.phase_room() {
+        let room = m.phase_room();
+        self.retrack(slot, before);
+        if let Some(room) = room {
             self.refresh_room(room);
         }
         true
@@ -618,14 +663,87 @@ impl Conference {
         let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let before = m.route();
         let received = m.receive(now, self.ticks, source, packet, &mut self.counters);
+        let (token, after) = (m.token, m.route());
+        if before != after {
+            self.retrack(slot, before);
+        }
         if received.verified {
             self.events
-                .push_back(ConferenceEvent::MediaVerified { call: m.token });
+                .push_back(ConferenceEvent::MediaVerified { call: token });
         }
         if let Some(digit) = received.digit {
             self.out_of_band_key(slot);
             self.on_digit(now, slot, digit);
+        }
+    }
+
+    /// One received datagram on the shard's shared port (`rtp_ports = "single:PORT"`):
+    /// routed to its member by source address (see `demux`), decrypted in place.
+    pub fn handle_shared_rtp(&mut self, now: Instant, source: SocketAddr, packet: &mut [u8]) {
+        let Some(demux) = self.demux.as_mut() else {
+            return;
+        };
+        if let Some(slot) = demux.find(source) {
+            self.handle_rtp(now, slot, source, packet);
+            return;
+        }
+        if demux.unknown_budget == 0 || demux.waiting_count() == 0 {
+            self.counters.foreign_source += 1;
+            return;
+        }
+        demux.unknown_budget -= 1;
+        // A waiting member this source may be: its SRTP keys authenticate the packet
+        // (tried on a copy: a failed trial must leave the packet for the next), or it
+        // is the only waiting plain member with this IP address (a NAT changed the port).
+        let start = demux.rotation % demux.waiting_count();
+        demux.rotation = demux.rotation.wrapping_add(1);
+        let mut srtp = Vec::new();
+        let mut same_ip = None;
+        let mut same_ip_count = 0;
+        for (i, (expected, slot)) in demux.waiting().enumerate() {
+            let Some(m) = self.slots.get(slot).and_then(Option::as_ref) else {
+                continue;
+            };
+            if m.has_srtp() {
+                // Rotated, so that a source's repeated packets reach every member.
+                srtp.push((
+                    (i + demux.waiting_count() - start) % demux.waiting_count(),
+                    slot,
+                ));
+            } else if expected.ip() == source.ip() {
+                same_ip = Some(slot);
+                same_ip_count += 1;
+            }
+        }
+        srtp.sort_unstable();
+        let rejected = self.counters.srtp_rejected;
+        for &(_, slot) in srtp.iter().take(SRTP_TRIALS) {
+            let len = packet.len().min(self.trial.len());
+            let Some(trial) = self.trial.get_mut(..len) else {
+                break;
+            };
+            trial.copy_from_slice(&packet[..len]);
+            let mut trial = std::mem::take(&mut self.trial);
+            self.handle_rtp(now, slot, source, &mut trial[..len]);
+            trial[..len].fill(0);
+            self.trial = trial;
+            let latched = self
+                .slots
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|m| m.route().latched == Some(source));
+            if latched {
+                // The failed trials before this one were not forgeries.
+                self.counters.srtp_rejected = rejected;
+                return;
+            }
+        }
+        self.counters.srtp_rejected = rejected;
+        match same_ip {
+            Some(slot) if same_ip_count == 1 => self.handle_rtp(now, slot, source, packet),
+            _ => self.counters.foreign_source += 1,
         }
     }
 
@@ -652,3 +770,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 mod control_tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
+mod shared_port_tests;

@@ -16,6 +16,9 @@ impl Conference {
     /// One mixing tick: every member gets its next frame written as an RTP packet.
     pub fn handle_tick(&mut self, now: Instant) {
         self.ticks += 1;
+        if let Some(demux) = self.demux.as_mut() {
+            demux.tick();
+        }
         self.timers(now);
         self.take_input(now);
         self.mix_rooms();

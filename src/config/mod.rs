@@ -207,6 +207,9 @@ pub struct MediaConfig {
     pub rtp_port_min: u16,
     /// Last port of the RTP range (inclusive).
     pub rtp_port_max: u16,
+    /// `rtp_ports = "single:PORT"`: every call's RTP on one shared port, told apart by
+    /// source address and SSRC, instead of a port per call from the range.
+    pub rtp_single_port: Option<u16>,
     /// Seconds without any RTP before a call is treated as gone.
     pub rtp_timeout_secs: u64,
     /// Lower bound of the adaptive jitter buffer's target delay, in milliseconds.
@@ -721,12 +724,13 @@ impl Config {
                 "an unspecified address cannot be put in SDP; set media.public_address",
             ));
         }
-        let (rtp_port_min, rtp_port_max) = parse_port_range(raw.media.rtp_ports.get_ref())
-            .ok_or_else(|| {
+        let (rtp_port_min, rtp_port_max, rtp_single_port) =
+            parse_rtp_ports(raw.media.rtp_ports.get_ref()).ok_or_else(|| {
                 v.invalid(
                     raw.media.rtp_ports.span(),
                     "media.rtp_ports",
-                    "expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports",
+                    "expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports, \
+                     or \"single:PORT\" with an even PORT from 1024 to 65534",
                 )
             })?;
         let jitter_min = *raw.media.jitter_min_ms.get_ref();
@@ -842,6 +846,7 @@ impl Config {
                 public_address,
                 rtp_port_min,
                 rtp_port_max,
+                rtp_single_port,
                 rtp_timeout_secs: raw.media.rtp_timeout_secs,
                 jitter_min_ms: jitter_min,
                 jitter_max_ms: jitter_max,
@@ -950,6 +955,21 @@ impl Validator<'_> {
     }
 }
 
+/// `"MIN-MAX"` (a port per call) or `"single:PORT"` (one shared, even port: RTCP would
+/// be the next one, RFC 3550 §11): min, max and the single port.
+fn parse_rtp_ports(s: &str) -> Option<(u16, u16, Option<u16>)> {
+    if let Some(port) = s.trim().strip_prefix("single:") {
+        let port: u16 = port.trim().parse().ok()?;
+        return ((1024..=65_534).contains(&port) && port.is_multiple_of(2)).then_some((
+            port,
+            port,
+            Some(port),
+        ));
+    }
+    let (min, max) = parse_port_range(s)?;
+    Some((min, max, None))
+}
+
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     let (a, b) = s.split_once('-')?;
     let min: u16 = a.trim().parse().ok()?;
@@ -972,6 +992,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.sip.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
         assert_eq!((c.media.rtp_port_min, c.media.rtp_port_max), (30000, 30999));
+        assert_eq!(c.media.rtp_single_port, None);
         assert_eq!(c.prompts.language, Language::De);
         assert_eq!(c.prompts.directory, PathBuf::from("/etc/sotto/../prompts"));
         assert_eq!(c.ivr.pin_tries, 3);
@@ -987,11 +1008,21 @@ mod tests {
     }
 
     #[test]
+    fn a_single_shared_rtp_port_is_an_even_port() {
+        let c = parse("[media]\nrtp_ports = \"single:40000\"\n").unwrap();
+        assert_eq!(c.media.rtp_single_port, Some(40000));
+        for bad in ["single:40001", "single:80", "single:", "single:70000"] {
+            let e = parse(&format!("[media]\nrtp_ports = \"{bad}\"\n")).unwrap_err();
+            assert!(e.to_string().contains("single:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_value_names_key_and_line() {
         let e = parse("\n\n[media]\nrtp_ports = \"5000-4000\"\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml:4: `media.rtp_ports`: expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports"
+            "t.toml:4: `media.rtp_ports`: expected \"MIN-MAX\" with 1024 <= MIN < MAX <= 65534 and at least 4 ports, or \"single:PORT\" with an even PORT from 1024 to 65534"
         );
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\", \"nonsense\"]\n").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:2: `sip.udp[1]`"), "{e}");

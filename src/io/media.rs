@@ -1,15 +1,22 @@
 //! Media shard threads: each owns its members' RTP sockets and one [`Conference`].
 #![allow(clippy::disallowed_methods)] // an I/O edge: it owns the clock
 //!
-//! The loop, once per 20 ms tick: take commands from signalling, drain every member's
-//! socket (non-blocking, bounded), run the conference tick, send what it wrote, report
+//! The loop, once per 20 ms tick: take commands from signalling, drain the sockets
+//! (non-blocking, bounded), run the conference tick, send what it wrote, report
 //! events, sleep until the next tick. A shard owns its rooms outright, so nothing on
 //! this path takes a lock; signalling talks to it only through a channel.
+//!
+//! With a port per call (`rtp_ports = "MIN-MAX"`) each member's socket is read and
+//! written one datagram per system call. With the shared port (`"single:PORT"`) the
+//! shard owns one socket for all its members and moves datagrams in batches of
+//! [`BATCH`] per system call (`recvmmsg`/`sendmmsg`, [`DatagramBatch`]); the
+//! conference tells members apart by source address.
 
 use crate::conference::{
     Conference, ConferenceEvent, ConferenceSettings, HangupReason, MediaParams, Member, RoomKey,
     RtpSeed,
 };
+use crate::io::batch::{DatagramBatch, BATCH};
 use crate::metrics::ControlLabels;
 use crate::metrics::Metrics;
 use crate::redact::CallToken;
@@ -48,8 +55,8 @@ pub enum ShardCommand {
         media: MediaParams,
         /// RTP initial values.
         seed: RtpSeed,
-        /// The caller's RTP socket (non-blocking).
-        socket: UdpSocket,
+        /// The caller's RTP socket (non-blocking); `None` on the shard's shared port.
+        socket: Option<UdpSocket>,
     },
     /// The call ended.
     Remove {
@@ -100,8 +107,8 @@ pub enum ShardCommand {
     Adopt {
         /// Its state.
         member: Box<Member>,
-        /// Its socket.
-        socket: UdpSocket,
+        /// Its socket (`None` on the shared port).
+        socket: Option<UdpSocket>,
         /// The room to join.
         room: RoomKey,
         /// What its PIN made it.
@@ -137,6 +144,7 @@ impl ShardHandle {
         prompts: Arc<Prompts>,
         events: UnboundedSender<ConferenceEvent>,
         metrics: Arc<Metrics>,
+        shared: Option<UdpSocket>,
     ) -> std::io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let members = Arc::new(AtomicUsize::new(0));
@@ -146,7 +154,11 @@ impl ShardHandle {
             .name(format!("mixer-{index}"))
             .spawn(move || {
                 let conference = Conference::new(settings, prompts);
-                run(conference, rx, events, m, r, metrics);
+                let shared = shared.map(|socket| SharedPort {
+                    socket,
+                    batch: Box::new(DatagramBatch::new()),
+                });
+                run(conference, rx, events, m, r, metrics, shared);
             })?;
         Ok(ShardHandle {
             commands: tx,
@@ -176,11 +188,37 @@ impl Drop for ShardHandle {
     }
 }
 
-fn place(sockets: &mut Vec<Option<UdpSocket>>, slot: usize, socket: UdpSocket) {
+fn place(sockets: &mut Vec<Option<UdpSocket>>, slot: usize, socket: Option<UdpSocket>) {
     if sockets.len() <= slot {
         sockets.resize_with(slot + 1, || None);
     }
-    sockets[slot] = Some(socket);
+    sockets[slot] = socket;
+}
+
+/// The shard's shared RTP port and its batch buffers.
+struct SharedPort {
+    socket: UdpSocket,
+    batch: Box<DatagramBatch>,
+}
+
+impl SharedPort {
+    /// Reads what waits, in batches, bounded so that a flood waits in the kernel
+    /// rather than delaying the tick: two datagrams per member (10 ms senders) and some.
+    fn receive(&mut self, now: Instant, conf: &mut Conference) {
+        let batches = (2 * conf.members() + 4 * BATCH) / BATCH;
+        for _ in 0..batches {
+            let n = self.batch.recv(&self.socket);
+            for i in 0..n {
+                if let Some((source, bytes)) = self.batch.received(i) {
+                    conf.handle_shared_rtp(now, source, bytes);
+                }
+            }
+            self.batch.wipe_received();
+            if n < BATCH {
+                break;
+            }
+        }
+    }
 }
 
 fn run(
@@ -190,6 +228,7 @@ fn run(
     members: Arc<AtomicUsize>,
     rooms: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    mut shared: Option<SharedPort>,
 ) {
     let mut published = conf.counters();
     let mut sockets: Vec<Option<UdpSocket>> = Vec::new();
@@ -252,14 +291,13 @@ fn run(
                     to,
                 } => {
                     if let Some((slot, member)) = conf.take(now, call) {
-                        if let Some(socket) = sockets.get_mut(slot).and_then(Option::take) {
-                            let _ = to.send(ShardCommand::Adopt {
-                                member,
-                                socket,
-                                room,
-                                role,
-                            });
-                        }
+                        let socket = sockets.get_mut(slot).and_then(Option::take);
+                        let _ = to.send(ShardCommand::Adopt {
+                            member,
+                            socket,
+                            room,
+                            role,
+                        });
                     }
                 }
                 ShardCommand::Adopt {
@@ -305,18 +343,35 @@ fn run(
                 }
             }
         }
+        if let Some(port) = shared.as_mut() {
+            port.receive(now, &mut conf);
+        }
 
         if now >= next_tick {
+            metrics
+                .tick_lateness
+                .observe((now - next_tick).as_secs_f64());
             conf.handle_tick(now);
-            conf.drain_transmits(|slot, dest, bytes| {
-                if let Some(Some(s)) = sockets.get(slot) {
-                    // A full send buffer or an unreachable peer loses one frame, nothing more.
+            conf.drain_transmits(|slot, dest, bytes| match sockets.get(slot) {
+                // A full send buffer or an unreachable peer loses one frame, nothing more.
+                Some(Some(s)) => {
                     let _ = s.send_to(bytes, dest);
                 }
+                _ => {
+                    if let Some(port) = shared.as_mut() {
+                        port.batch.queue(&port.socket, dest, bytes);
+                    }
+                }
             });
+            if let Some(port) = shared.as_mut() {
+                port.batch.flush(&port.socket);
+            }
             next_tick += TICK;
             if now > next_tick + 5 * TICK {
-                // We fell far behind (machine suspended, overload): do not burst to catch up.
+                // We fell far behind (machine suspended, overload): do not burst to catch
+                // up. The ticks skipped are mixes nobody hears: counted.
+                let behind = (now - next_tick).as_nanos() / TICK.as_nanos() + 1;
+                metrics.ticks_lost.inc_by(behind as u64);
                 next_tick = now + TICK;
             }
         }

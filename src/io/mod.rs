@@ -1,6 +1,7 @@
 //! The I/O edges: sockets, threads and clocks. Nothing clever lives here; each edge
 //! feeds a sans-IO core and sends what it returns.
 
+pub mod batch;
 pub mod media;
 pub mod metrics_http;
 pub mod pin_verifier;

@@ -1,4 +1,6 @@
-//! RTP port allocation: random even ports from the configured range.
+//! RTP port allocation: random even ports from the configured range, or the one shared
+//! port of `rtp_ports = "single:PORT"` (then the shard owns the socket and a call gets
+//! none of its own).
 //!
 //! Random ports make blind RTP injection harder (architecture.md §6); even ports follow
 //! RFC 3550 §11 (RTP on even, RTCP on the next odd port).
@@ -22,6 +24,8 @@ pub struct PortPool {
     min: u16,
     max: u16,
     in_use: HashSet<u16>,
+    /// The shared port, when every call's RTP comes to one.
+    shared: Option<u16>,
 }
 
 /// Random picks tried before walking the range in order.
@@ -35,6 +39,15 @@ impl PortPool {
             min,
             max,
             in_use: HashSet::new(),
+            shared: None,
+        }
+    }
+
+    /// Every call on the one shared `port` (its socket belongs to the media shard).
+    pub fn shared(address: IpAddr, port: u16) -> Self {
+        PortPool {
+            shared: Some(port),
+            ..PortPool::new(address, port, port)
         }
     }
 
@@ -53,15 +66,19 @@ impl PortPool {
         Some(socket)
     }
 
-    /// Binds a non-blocking socket on a free even port.
-    pub fn allocate(&mut self) -> Result<(u16, UdpSocket), PortError> {
+    /// Binds a non-blocking socket on a free even port; the shared port has no socket
+    /// per call.
+    pub fn allocate(&mut self) -> Result<(u16, Option<UdpSocket>), PortError> {
+        if let Some(port) = self.shared {
+            return Ok((port, None));
+        }
         let first_even = self.min + (self.min % 2);
         let count = (self.max.saturating_sub(first_even)) / 2 + 1;
         let mut rng = rand::thread_rng();
         for _ in 0..RANDOM_TRIES {
             let port = first_even + 2 * rng.gen_range(0..count);
             if let Some(s) = self.try_bind(port) {
-                return Ok((port, s));
+                return Ok((port, Some(s)));
             }
         }
         // Nearly full: walk the range from a random start so we still find a gap.
@@ -69,7 +86,7 @@ impl PortPool {
         for i in 0..count {
             let port = first_even + 2 * ((start + i) % count);
             if let Some(s) = self.try_bind(port) {
-                return Ok((port, s));
+                return Ok((port, Some(s)));
             }
         }
         Err(PortError::Exhausted)
@@ -104,5 +121,17 @@ mod tests {
         drop(s);
         pool.release(p);
         assert_eq!(pool.allocate().unwrap().0, p);
+    }
+
+    #[test]
+    fn the_shared_port_is_every_calls_port_and_has_no_socket_per_call() {
+        let mut pool = PortPool::shared("127.0.0.1".parse().unwrap(), 47_710);
+        for _ in 0..3 {
+            let (p, s) = pool.allocate().unwrap();
+            assert_eq!(p, 47_710);
+            assert!(s.is_none());
+        }
+        pool.release(47_710);
+        assert_eq!(pool.in_use(), 0);
     }
 }

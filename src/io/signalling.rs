@@ -114,7 +114,7 @@ pub struct Signalling {
 /// An offer-less call: our offer went out in the 2xx; its answer comes in the ACK.
 struct PendingOffer {
     port: u16,
-    socket: std::net::UdpSocket,
+    socket: Option<std::net::UdpSocket>,
     /// Our SDES key, when we offered SRTP.
     crypto: Option<CryptoAttribute>,
     session_id: u64,
@@ -143,11 +143,14 @@ impl Signalling {
         metrics: Arc<Metrics>,
     ) -> Signalling {
         let verified = VerifiedPins::new(rand::random());
-        let ports = PortPool::new(
-            config.media.rtp_address,
-            config.media.rtp_port_min,
-            config.media.rtp_port_max,
-        );
+        let ports = match config.media.rtp_single_port {
+            Some(port) => PortPool::shared(config.media.rtp_address, port),
+            None => PortPool::new(
+                config.media.rtp_address,
+                config.media.rtp_port_min,
+                config.media.rtp_port_max,
+            ),
+        };
         let guard = Guard::new(config_guard_settings(&config));
         Signalling {
             config,
@@ -585,7 +588,7 @@ impl Signalling {
         &mut self,
         now: Instant,
         call: CallToken,
-    ) -> Option<(u16, std::net::UdpSocket)> {
+    ) -> Option<(u16, Option<std::net::UdpSocket>)> {
         match self.ports.allocate() {
             Ok(x) => Some(x),
             Err(_) => {
@@ -722,7 +725,7 @@ impl Signalling {
         call: CallToken,
         n: &crate::sip::sdp::Negotiated,
         srtp: Option<SrtpKeys>,
-        (port, socket): (u16, std::net::UdpSocket),
+        (port, socket): (u16, Option<std::net::UdpSocket>),
         session_id: u64,
         incoming: Incoming,
     ) {

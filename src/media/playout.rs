@@ -450,18 +450,33 @@ impl MinWindow {
 }
 
 /// Histogram of relative delays with exponential forgetting; its quantile is the target.
+///
+/// Forgetting is kept as one running scale rather than applied to every bucket per
+/// packet: a bucket's share is `buckets[i] * scale`, a new packet adds `(1 - forget) /
+/// scale` to its bucket and `scale` shrinks by `forget`. That makes a packet cost one
+/// addition instead of 128 multiplications (a member-second's playout work was an
+/// eighth of a load run's user time), with the same shares up to rounding.
 #[derive(Debug, Clone)]
 struct DelayHistogram {
-    /// Share of recent packets per [`BUCKET_MS`] bucket; sums to 1 once a packet came.
+    /// Unscaled mass per [`BUCKET_MS`] bucket.
     buckets: [f64; BUCKETS],
+    /// What the unscaled masses are multiplied by to give shares (≤ 1).
+    scale: f64,
+    /// The shares' sum (1 once a packet came), tracked rather than summed.
+    total: f64,
     packets: u64,
     forget: f64,
 }
+
+/// Below this scale the unscaled masses are folded back (before they could overflow).
+const RESCALE_BELOW: f64 = 1e-150;
 
 impl DelayHistogram {
     fn new(forget: f64) -> Self {
         Self {
             buckets: [0.0; BUCKETS],
+            scale: 1.0,
+            total: 0.0,
             packets: 0,
             forget,
         }
@@ -471,22 +486,36 @@ impl DelayHistogram {
         // The first packets are averaged evenly (1 - 1/n) rather than forgotten at the
         // steady rate, so that the first few seconds are not ruled by the first packet.
         let forget = self.forget.min(1.0 - 1.0 / (self.packets as f64 + 1.0));
-        for b in self.buckets.iter_mut() {
-            *b *= forget;
+        if forget <= 0.0 {
+            // The first packet: everything before it is forgotten outright.
+            self.buckets = [0.0; BUCKETS];
+            self.scale = 1.0;
+            self.total = 0.0;
+        } else {
+            self.scale *= forget;
+            self.total *= forget;
         }
         if let Some(b) = self.buckets.get_mut(bucket.min(BUCKETS - 1)) {
-            *b += 1.0 - forget;
+            *b += (1.0 - forget) / self.scale;
+        }
+        self.total += 1.0 - forget;
+        if self.scale < RESCALE_BELOW {
+            for b in self.buckets.iter_mut() {
+                *b *= self.scale;
+            }
+            self.scale = 1.0;
         }
         self.packets = self.packets.saturating_add(1);
     }
 
     /// Upper edge, in ms, of the bucket where [`QUANTILE`] of the mass is reached.
     fn quantile_ms(&self) -> i64 {
-        let total: f64 = self.buckets.iter().sum();
+        // Compared unscaled: the scan usually ends within the first few buckets.
+        let wanted = QUANTILE * self.total / self.scale;
         let mut acc = 0.0;
         for (i, b) in self.buckets.iter().enumerate() {
             acc += b;
-            if acc >= QUANTILE * total {
+            if acc >= wanted {
                 return (i as i64 + 1) * BUCKET_MS;
             }
         }
