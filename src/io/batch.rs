@@ -140,8 +140,8 @@ impl DatagramBatch {
             }
         }
         // The payloads were audio: nothing of it stays in the send buffers.
-        for buf in &mut self.bufs[..self.sends] {
-            buf.fill(0);
+        for (buf, iov) in self.bufs.iter_mut().zip(self.iovs.iter()).take(self.sends) {
+            buf[..iov.iov_len.min(DATAGRAM)].fill(0);
         }
         self.sends = 0;
     }
