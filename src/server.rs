@@ -5,7 +5,7 @@
 //! only then start threads: Landlock applies to the thread that installs it and to the
 //! threads it creates afterwards.
 
-use crate::conference::ConferenceSettings;
+use crate::conference::{ConferenceSettings, Rooms};
 use crate::config::Config;
 use crate::io::media::ShardHandle;
 use crate::io::pin_verifier::PinVerifier;
@@ -296,22 +296,30 @@ pub async fn start_with(
         room_options: config.rooms.iter().map(|r| r.options).collect(),
         shared_port: config.media.rtp_single_port.is_some(),
     };
-    let mut shared = match config.media.rtp_single_port {
-        Some(port) => Some(bind_shared_rtp(SocketAddr::new(
-            config.media.rtp_address,
-            port,
-        ))?),
-        None => None,
+    let shard_count = match config.mixer.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    let shard_count = match (config.mixer.shards, &shared) {
-        // A member stays on the port its SDP named, and a room's members live in one
-        // shard: until rooms span shards, the shared port has one shard.
-        (_, Some(_)) => 1,
-        (0, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        (n, None) => n,
-    };
+    // The rooms of the node, shared by the shards (a room spans those its members are
+    // in); the shards tick on one grid.
+    let node = Rooms::new(shard_count, None);
     let mut shards = Vec::with_capacity(shard_count);
     for i in 0..shard_count {
+        // Shard i's shared port: PORT + 2i.
+        let shared = match config.media.rtp_single_port {
+            Some(port) => {
+                let port = u16::try_from(usize::from(port) + 2 * i).map_err(|_| {
+                    StartError::Register(std::io::Error::other(
+                        "media.rtp_ports: single:PORT + 2 per mixer shard passes 65535",
+                    ))
+                })?;
+                Some(bind_shared_rtp(SocketAddr::new(
+                    config.media.rtp_address,
+                    port,
+                ))?)
+            }
+            None => None,
+        };
         shards.push(
             ShardHandle::spawn(
                 i,
@@ -319,7 +327,7 @@ pub async fn start_with(
                 prompts.clone(),
                 ev_tx.clone(),
                 metrics.clone(),
-                shared.take(),
+                (node.clone(), shared),
             )
             .map_err(StartError::Thread)?,
         );

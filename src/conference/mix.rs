@@ -86,11 +86,17 @@ impl RoomMix {
     }
 
     /// After a membership or format change: the room's rate (the highest its members
-    /// need) and one shared encode per format in `formats`. Returns how many encoders
-    /// or resamplers could not be made.
-    pub(super) fn refresh_formats(&mut self, formats: &[Format]) -> u64 {
+    /// need, and at least `at_least`: the rate the room's other shards mix at) and one
+    /// shared encode per format in `formats`. Returns how many encoders or resamplers
+    /// could not be made.
+    pub(super) fn refresh_formats(&mut self, formats: &[Format], at_least: u32) -> u64 {
         let mut errors = 0;
-        let rate = formats.iter().map(|f| f.rate).max().unwrap_or(8000);
+        let rate = formats
+            .iter()
+            .map(|f| f.rate)
+            .max()
+            .unwrap_or(8000)
+            .max(at_least);
         if rate != self.rate {
             self.rate = rate;
             // Only the conversion depends on the room's rate: the encoders stay, so

@@ -28,9 +28,11 @@
 mod demux;
 mod member;
 mod mix;
+mod span;
 mod tick;
 
 pub use member::{InbandDtmf, MediaParams, Member, RtpSeed, SrtpKeys};
+pub use span::Rooms;
 
 use crate::media::codec::{MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::Digit;
@@ -44,6 +46,7 @@ use crate::room::{Dismissal, Role, Room, RoomAction, RoomOptions};
 use demux::{Demux, Route, SRTP_TRIALS};
 use member::Phase;
 use mix::RoomMix;
+use span::SharedRoom;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,8 +185,15 @@ pub struct Conference {
     free: Vec<usize>,
     by_token: HashMap<CallToken, usize>,
     rooms: HashMap<RoomKey, RoomMix>,
-    /// What each room is: members' roles, mute, lock, lecture (see `room::state`).
-    controls: HashMap<RoomKey, Room>,
+    /// What each room with members here is: roles, mute, lock, lecture (see
+    /// `room::state`), shared with the other shards that hold members of it.
+    controls: HashMap<RoomKey, Arc<SharedRoom>>,
+    /// Every room of the node, and the node's tick grid.
+    node: Arc<Rooms>,
+    /// This shard's index in the node.
+    shard: usize,
+    /// Scratch: what rooms asked of members here.
+    actions: Vec<RoomAction>,
     /// Scratch: muted talkers to hint this tick.
     hints: Vec<(RoomKey, CallToken)>,
     /// Scratch: keys found as tones in room members' audio this tick.
@@ -217,8 +227,18 @@ impl Drop for Conference {
 const TRIAL_BYTES: usize = 2048;
 
 impl Conference {
-    /// An empty shard.
+    /// An empty shard, alone on its node.
     pub fn new(settings: ConferenceSettings, prompts: Arc<Prompts>) -> Conference {
+        Conference::in_node(settings, prompts, Rooms::new(1, None), 0)
+    }
+
+    /// An empty shard, number `shard` of the node whose rooms are `node`.
+    pub fn in_node(
+        settings: ConferenceSettings,
+        prompts: Arc<Prompts>,
+        node: Arc<Rooms>,
+        shard: usize,
+    ) -> Conference {
         let settings_shared = settings.shared_port;
         Conference {
             settings,
@@ -228,6 +248,9 @@ impl Conference {
             by_token: HashMap::new(),
             rooms: HashMap::new(),
             controls: HashMap::new(),
+            node,
+            shard,
+            actions: Vec::with_capacity(16),
             hints: Vec::with_capacity(8),
             tone_keys: Vec::with_capacity(8),
             mixers: [Mixer::new(160), Mixer::new(320), Mixer::new(MAX_FRAME)],
@@ -383,15 +406,41 @@ impl Conference {
 
     /// A member left `room`: the room's state hears of it (and forgets an empty room).
     fn leave_control(&mut self, now: Instant, room: RoomKey, call: CallToken) {
-        if let Some(c) = self.controls.get_mut(&room) {
-            c.handle_leave(now, call);
-        }
+        let shared = self.room_handle(room);
+        shared.with_state(self.shard, &mut self.actions, |s| {
+            s.forget(call);
+            s.room.handle_leave(now, call);
+        });
         self.run_room(room);
     }
 
-    /// Carries out what a room asks.
+    /// This shard's handle on `room`'s shared state (taken on first use).
+    fn room_handle(&mut self, room: RoomKey) -> Arc<SharedRoom> {
+        if let Some(h) = self.controls.get(&room) {
+            return h.clone();
+        }
+        let settings = &self.settings;
+        let handle = self.node.enter(room, self.shard, || {
+            let options = settings.room_options.get(room).copied().unwrap_or_default();
+            Room::new(options, settings.keys.clone())
+        });
+        self.controls.insert(room, handle.clone());
+        handle
+    }
+
+    /// Carries out what `room` asked of members here; lets go of the room once no
+    /// member here is in it.
     fn run_room(&mut self, room: RoomKey) {
-        while let Some(action) = self.controls.get_mut(&room).and_then(Room::poll_action) {
+        self.apply_actions();
+        if !self.rooms.contains_key(&room) && self.controls.remove(&room).is_some() {
+            self.node.exit(room, self.shard);
+        }
+    }
+
+    /// Carries out the actions in `self.actions` (for members of this shard).
+    fn apply_actions(&mut self) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
             let member = match &action {
                 RoomAction::Used { control } => {
                     if let Some(i) = Control::ALL.iter().position(|c| c == control) {
@@ -438,9 +487,27 @@ impl Conference {
                 }
             }
         }
-        if self.controls.get(&room).is_some_and(Room::is_empty) && !self.rooms.contains_key(&room) {
-            self.controls.remove(&room);
+        self.actions = actions;
+    }
+
+    /// What rooms asked of members here from other shards; rooms no member here is in
+    /// any more are let go.
+    fn take_mail(&mut self) {
+        for handle in self.controls.values() {
+            handle.take_mail(self.shard, &mut self.actions);
         }
+        if self.actions.is_empty() {
+            return;
+        }
+        self.apply_actions();
+        let (rooms, node, shard) = (&self.rooms, &self.node, self.shard);
+        self.controls.retain(|room, _| {
+            let keep = rooms.contains_key(room);
+            if !keep {
+                node.exit(*room, shard);
+            }
+            keep
+        });
     }
 
     /// Refuses a caller whose PIN was right because the node is full: it hears why,
@@ -478,7 +545,13 @@ impl Conference {
             .iter()
             .filter_map(|&s| self.slots.get(s)?.as_ref().map(|m| m.format))
             .collect();
-        self.counters.codec_errors += r.refresh_formats(&formats);
+        // A room in several shards mixes at one rate: the highest any shard needs.
+        let here = formats.iter().map(|f| f.rate).max().unwrap_or(8000);
+        let agreed = self
+            .controls
+            .get(&room)
+            .map_or(here, |h| h.agree_rate(self.shard, here).max(here));
+        self.counters.codec_errors += r.refresh_formats(&formats, agreed);
         let rate = r.rate;
         // Speaker selection must not allocate on the tick: room for every member here.
         self.candidates.clear();
@@ -528,12 +601,17 @@ impl Conference {
             m.gain_db = 0;
             m.talk = 0;
         }
-        let settings = &self.settings;
-        let control = self.controls.entry(room).or_insert_with(|| {
-            let options = settings.room_options.get(room).copied().unwrap_or_default();
-            Room::new(options, settings.keys.clone())
-        });
-        if !control.handle_join(now, call, role) {
+        let shard = self.shard;
+        let admitted = self
+            .room_handle(room)
+            .with_state(shard, &mut self.actions, |s| {
+                let admitted = s.room.handle_join(now, call, role);
+                if admitted {
+                    s.place(call, shard);
+                }
+                admitted
+            });
+        if !admitted {
             self.run_room(room);
             return;
         }
@@ -649,9 +727,11 @@ impl Conference {
             }
             Phase::Joined(room) => {
                 let (room, call) = (*room, m.token);
-                if let Some(c) = self.controls.get_mut(&room) {
-                    c.handle_key(now, call, digit);
-                }
+                let shard = self.shard;
+                self.room_handle(room)
+                    .with_state(shard, &mut self.actions, |s| {
+                        s.room.handle_key(now, call, digit)
+                    });
                 self.run_room(room);
             }
             Phase::Leaving(_) => {}
@@ -774,3 +854,7 @@ mod control_tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 mod shared_port_tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
+mod span_tests;

@@ -19,9 +19,11 @@ impl Conference {
         if let Some(demux) = self.demux.as_mut() {
             demux.tick();
         }
+        self.take_mail();
         self.timers(now);
         self.take_input(now);
-        self.mix_rooms();
+        let index = self.node.tick_index(now);
+        self.mix_rooms(index);
         self.write_output(now);
     }
 
@@ -48,24 +50,42 @@ impl Conference {
                 }
             }
         }
-        // Rooms with a timer due (the grace after the last moderator left): rare, so
-        // the keys are collected only when one is.
-        if self
-            .controls
-            .values()
-            .any(|c| c.poll_timeout().is_some_and(|t| t <= now))
-        {
+        // Rooms with a timer set (the grace after the last moderator left): rare, so
+        // their keys are collected only when one is. Any shard of the room may run it.
+        if self.controls.values().any(|h| h.has_timer()) {
             let due: Vec<RoomKey> = self
                 .controls
                 .iter()
-                .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+                .filter(|(_, h)| h.has_timer())
                 .map(|(&k, _)| k)
                 .collect();
+            let shard = self.shard;
             for room in due {
-                if let Some(c) = self.controls.get_mut(&room) {
-                    c.handle_timeout(now);
+                if let Some(h) = self.controls.get(&room).cloned() {
+                    h.with_state(shard, &mut self.actions, |s| {
+                        if s.room.poll_timeout().is_some_and(|t| t <= now) {
+                            s.room.handle_timeout(now);
+                        }
+                    });
                 }
                 self.run_room(room);
+            }
+        }
+        // A room across shards whose agreed rate moved (a member elsewhere needs more,
+        // or left): resamplers and encodes follow.
+        if self.controls.values().any(|h| h.is_spread()) {
+            let moved: Vec<RoomKey> = self
+                .rooms
+                .iter()
+                .filter(|(k, r)| {
+                    self.controls
+                        .get(k)
+                        .is_some_and(|h| h.is_spread() && h.rate() != r.rate && h.rate() != 0)
+                })
+                .map(|(&k, _)| k)
+                .collect();
+            for room in moved {
+                self.refresh_room(room);
             }
         }
     }
@@ -182,27 +202,31 @@ impl Conference {
         self.tone_keys.clear();
         for i in 0..self.hints.len() {
             let (room, call) = self.hints[i];
-            if let Some(c) = self.controls.get_mut(&room) {
-                c.handle_muted_talk(call);
+            let shard = self.shard;
+            if let Some(h) = self.controls.get(&room).cloned() {
+                h.with_state(shard, &mut self.actions, |s| s.room.handle_muted_talk(call));
             }
             self.run_room(room);
         }
         self.hints.clear();
     }
 
-    /// Speaker selection, the sum of the speakers, and each speaker's own mix.
-    fn mix_rooms(&mut self) {
+    /// Speaker selection, the sum of the speakers, and each speaker's own mix; a room
+    /// across shards adds the other shards' parts of grid tick `index - 1` (`span`).
+    fn mix_rooms(&mut self, index: u64) {
         let Conference {
             settings,
             slots,
             rooms,
+            controls,
             mixers,
             candidates,
             scratch,
             ticks,
+            shard,
             ..
         } = self;
-        for room in rooms.values_mut() {
+        for (key, room) in rooms.iter_mut() {
             select_speakers(room, slots, candidates, settings.max_speakers, *ticks);
             let n_room = room.frame();
             let mixer = &mut mixers[mixer_index(room.rate)];
@@ -222,6 +246,12 @@ impl Conference {
                 mixer.add(&m.mixed[..n_room]);
             }
             mixer.full_mix(&mut room.full[..n_room]);
+            if let Some(h) = controls.get(key).filter(|h| h.is_spread()) {
+                // Ours goes out as it is (only our speakers); the others' come in.
+                let ours = (!room.speakers.is_empty()).then_some(&room.full[..n_room]);
+                h.exchange(*shard, index, room.rate, ours, |part| mixer.add(part));
+                mixer.full_mix(&mut room.full[..n_room]);
+            }
             room.start_tick();
             for &s in &room.speakers {
                 let Some(m) = slots.get_mut(s).and_then(Option::as_mut) else {

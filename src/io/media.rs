@@ -14,7 +14,7 @@
 
 use crate::conference::{
     Conference, ConferenceEvent, ConferenceSettings, HangupReason, MediaParams, Member, RoomKey,
-    RtpSeed,
+    Rooms, RtpSeed,
 };
 use crate::io::batch::{DatagramBatch, BATCH};
 use crate::metrics::ControlLabels;
@@ -144,7 +144,7 @@ impl ShardHandle {
         prompts: Arc<Prompts>,
         events: UnboundedSender<ConferenceEvent>,
         metrics: Arc<Metrics>,
-        shared: Option<UdpSocket>,
+        (node, shared): (Arc<Rooms>, Option<UdpSocket>),
     ) -> std::io::Result<ShardHandle> {
         let (tx, rx) = mpsc::channel();
         let members = Arc::new(AtomicUsize::new(0));
@@ -153,12 +153,12 @@ impl ShardHandle {
         let thread = std::thread::Builder::new()
             .name(format!("mixer-{index}"))
             .spawn(move || {
-                let conference = Conference::new(settings, prompts);
+                let conference = Conference::in_node(settings, prompts, node.clone(), index);
                 let shared = shared.map(|socket| SharedPort {
                     socket,
                     batch: Box::new(DatagramBatch::new()),
                 });
-                run(conference, rx, events, m, r, metrics, shared);
+                run(conference, rx, events, (m, r), metrics, shared, &node);
             })?;
         Ok(ShardHandle {
             commands: tx,
@@ -225,10 +225,10 @@ fn run(
     mut conf: Conference,
     rx: Receiver<ShardCommand>,
     events: UnboundedSender<ConferenceEvent>,
-    members: Arc<AtomicUsize>,
-    rooms: Arc<AtomicUsize>,
+    (members, rooms): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     metrics: Arc<Metrics>,
     mut shared: Option<SharedPort>,
+    node: &Rooms,
 ) {
     let mut published = conf.counters();
     let mut sockets: Vec<Option<UdpSocket>> = Vec::new();
@@ -236,7 +236,9 @@ fn run(
     // Re-INVITE media for calls on their way here from another shard: applied on adoption.
     let mut pending: HashMap<CallToken, MediaParams> = HashMap::new();
     let mut buf = vec![0u8; 2048];
-    let mut next_tick = Instant::now() + TICK;
+    // Every shard ticks on the node's grid, so that the parts of a room across shards
+    // are of the same moment (conference::span).
+    let mut next_tick = node.next_tick(Instant::now());
     loop {
         let now = Instant::now();
         for _ in 0..COMMAND_BOUND {
@@ -372,7 +374,7 @@ fn run(
                 // up. The ticks skipped are mixes nobody hears: counted.
                 let behind = (now - next_tick).as_nanos() / TICK.as_nanos() + 1;
                 metrics.ticks_lost.inc_by(behind as u64);
-                next_tick = now + TICK;
+                next_tick = node.next_tick(now);
             }
         }
         while let Some(ev) = conf.poll_event() {

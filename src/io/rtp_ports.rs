@@ -1,6 +1,7 @@
-//! RTP port allocation: random even ports from the configured range, or the one shared
-//! port of `rtp_ports = "single:PORT"` (then the shard owns the socket and a call gets
-//! none of its own).
+//! RTP port allocation: random even ports from the configured range, or the shared
+//! ports of `rtp_ports = "single:PORT"` (PORT, PORT + 2, … one per media shard: the
+//! shard owns the socket and a call gets none of its own; calls go to the shards in
+//! turn).
 //!
 //! Random ports make blind RTP injection harder (architecture.md §6); even ports follow
 //! RFC 3550 §11 (RTP on even, RTCP on the next odd port).
@@ -24,8 +25,10 @@ pub struct PortPool {
     min: u16,
     max: u16,
     in_use: HashSet<u16>,
-    /// The shared port, when every call's RTP comes to one.
-    shared: Option<u16>,
+    /// The first shared port and the number of shards, when calls share ports.
+    shared: Option<(u16, u16)>,
+    /// The shard the next call on shared ports goes to.
+    turn: u16,
 }
 
 /// Random picks tried before walking the range in order.
@@ -40,15 +43,25 @@ impl PortPool {
             max,
             in_use: HashSet::new(),
             shared: None,
+            turn: 0,
         }
     }
 
-    /// Every call on the one shared `port` (its socket belongs to the media shard).
-    pub fn shared(address: IpAddr, port: u16) -> Self {
+    /// Calls on the shared ports `port`, `port + 2`, … of `shards` media shards (their
+    /// sockets belong to the shards).
+    pub fn shared(address: IpAddr, port: u16, shards: usize) -> Self {
+        let shards = u16::try_from(shards.max(1)).unwrap_or(u16::MAX);
         PortPool {
-            shared: Some(port),
+            shared: Some((port, shards)),
             ..PortPool::new(address, port, port)
         }
+    }
+
+    /// The shard whose shared port `port` is (`None` with a port per call).
+    pub fn shard_of(&self, port: u16) -> Option<usize> {
+        let (base, shards) = self.shared?;
+        let i = port.checked_sub(base)? / 2;
+        (i < shards).then_some(usize::from(i))
     }
 
     /// Number of ports handed out.
@@ -69,7 +82,9 @@ impl PortPool {
     /// Binds a non-blocking socket on a free even port; the shared port has no socket
     /// per call.
     pub fn allocate(&mut self) -> Result<(u16, Option<UdpSocket>), PortError> {
-        if let Some(port) = self.shared {
+        if let Some((base, shards)) = self.shared {
+            let port = base + 2 * self.turn;
+            self.turn = (self.turn + 1) % shards;
             return Ok((port, None));
         }
         let first_even = self.min + (self.min % 2);
@@ -125,12 +140,18 @@ mod tests {
 
     #[test]
     fn the_shared_port_is_every_calls_port_and_has_no_socket_per_call() {
-        let mut pool = PortPool::shared("127.0.0.1".parse().unwrap(), 47_710);
-        for _ in 0..3 {
-            let (p, s) = pool.allocate().unwrap();
-            assert_eq!(p, 47_710);
-            assert!(s.is_none());
-        }
+        let mut pool = PortPool::shared("127.0.0.1".parse().unwrap(), 47_710, 2);
+        let ports: Vec<u16> = (0..4)
+            .map(|_| pool.allocate().unwrap())
+            .map(|(p, s)| {
+                assert!(s.is_none());
+                p
+            })
+            .collect();
+        // The shards' ports in turn.
+        assert_eq!(ports, vec![47_710, 47_712, 47_710, 47_712]);
+        assert_eq!(pool.shard_of(47_712), Some(1));
+        assert_eq!(pool.shard_of(47_714), None);
         pool.release(47_710);
         assert_eq!(pool.in_use(), 0);
     }

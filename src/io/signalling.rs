@@ -144,7 +144,7 @@ impl Signalling {
     ) -> Signalling {
         let verified = VerifiedPins::new(rand::random());
         let ports = match config.media.rtp_single_port {
-            Some(port) => PortPool::shared(config.media.rtp_address, port),
+            Some(port) => PortPool::shared(config.media.rtp_address, port, shards.len()),
             None => PortPool::new(
                 config.media.rtp_address,
                 config.media.rtp_port_min,
@@ -742,7 +742,12 @@ impl Signalling {
         };
         let suite = srtp.as_ref().map(|k| k.local.suite.sdes_name());
         let media = self.media_params(n, srtp.clone(), trunk);
-        let shard = self.pick_shard();
+        // On a shared port the port is the shard: the caller sends there for good.
+        let shard = self
+            .ports
+            .shard_of(port)
+            .filter(|&s| s < self.shards.len())
+            .unwrap_or_else(|| self.pick_shard());
         let seed = RtpSeed {
             ssrc: rand::random(),
             sequence: rand::random(),
@@ -1016,10 +1021,13 @@ impl Signalling {
                 // Counted as a member when the room takes it (ConferenceEvent::Joined):
                 // a locked or full room may still refuse it.
                 entry.room = Some(room);
-                // Every member of a room lives in the room's home shard, so its mix
-                // is one loop over local memory.
+                // With a port per call, every member of a room moves to the room's
+                // home shard, so that its mix is one loop over local memory. On a
+                // shared port a member stays where its port is, and the room spans
+                // the shards its members are in (conference::span).
                 let home = room % shards;
-                if home == entry.shard {
+                if home == entry.shard || self.config.media.rtp_single_port.is_some() {
+                    let home = entry.shard;
                     self.shards[home].send(ShardCommand::Join { call, room, role });
                 } else {
                     let to = self.shards[home].commands.clone();
