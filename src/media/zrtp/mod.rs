@@ -44,13 +44,17 @@
 //! Files, by concept: [`packet`] (framing, CRC-32C, message codecs), [`algorithm`]
 //! (the names on the wire), [`kdf`] (hashes, MACs, the KDF, key derivation, Confirm
 //! encryption), [`dh`] (X25519 and DH3k), [`sas`] (B32 and B256 rendering),
-//! [`cache`] (retained secrets, in RAM only), [`session`] (the state machine) and
-//! `timer` (the retransmission schedules of §6). docs/zrtp.md describes what is and is
+//! [`cache`] (retained secrets, in RAM only), [`config`] and [`event`] (what goes in
+//! and comes out), [`session`] (the state machine, with one file per phase:
+//! discovery, key agreement, confirmation) and `timer` (the retransmission schedules
+//! of §6). docs/zrtp.md describes what is and is
 //! not implemented and which security invariants the tests pin down.
 
 pub mod algorithm;
 pub mod cache;
+pub mod config;
 pub mod dh;
+pub mod event;
 pub mod kdf;
 pub mod packet;
 mod pgp_words;

@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 
 use super::super::captured;
 use super::super::packet::tests::hex;
-use super::super::packet::{crc32c, encode_packet, parse_packet};
+use super::super::packet::{crc32c, encode_packet, parse_packet, CommitMode};
 use super::*;
+use crate::media::srtp::Suite;
 
 /// The origin of virtual time.
 fn t0() -> Instant {
