@@ -39,7 +39,10 @@ pub struct Config {
     pub key_agreements: Vec<KeyAgreement>,
     /// SAS types, in preference order.
     pub sas_types: Vec<SasType>,
-    /// The peer's `a=zrtp-hash` from its SDP, if it sent one (RFC 6189 §8.1).
+    /// The peer's `a=zrtp-hash` value from its SDP, if it sent one (RFC 6189 §8.1),
+    /// e.g. "1.10 3be3…0815". A value that does not parse is ignored here; validate it
+    /// with [`Session::set_peer_hello_hash`](super::Session::set_peer_hello_hash),
+    /// which reports why.
     pub peer_hello_hash: Option<String>,
     /// The cache expiration interval we put in Confirm (RFC 6189 §5.7), in seconds;
     /// `u32::MAX` means "keep until evicted".

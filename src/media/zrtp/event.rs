@@ -245,7 +245,7 @@ pub enum Discarded {
 /// Why a zrtp-hash attribute value could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ZrtpHashError {
-    /// Not "<version> <64 hex digits>".
+    /// Not "`<version> <64 hex digits>`".
     #[error("malformed zrtp-hash attribute")]
     Malformed,
     /// A version other than 1.10.
