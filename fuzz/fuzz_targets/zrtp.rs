@@ -3,7 +3,8 @@
 //! 1. The input as one packet to `packet::parse_packet`; whatever parses re-encodes to
 //!    a message that parses the same.
 //! 2. The input drives a responder `Session` that has already taken a real Linphone
-//!    Hello (and, in a second run, its Commit, so the session waits for DHPart2): first
+//!    Hello (and, if the first byte is odd, its Commit, so the session waits for
+//!    DHPart2): first
 //!    the raw input as a packet, then the input cut into messages that the target
 //!    frames itself (preamble, length, type block chosen by the input, and a correct
 //!    CRC), so that the fuzzer reaches the state machine instead of the CRC check.
@@ -76,7 +77,10 @@ fn carve(data: &[u8]) -> Vec<Vec<u8>> {
 
 fn drain(session: &mut Session<rand::rngs::StdRng>) {
     while let Some(packet) = session.poll_transmit() {
-        assert!(parse_packet(&packet).is_ok(), "the session sent a malformed packet");
+        assert!(
+            parse_packet(&packet).is_ok(),
+            "the session sent a malformed packet"
+        );
     }
     while let Some(event) = session.poll_event() {
         assert!(
@@ -90,13 +94,20 @@ fuzz_target!(|data: &[u8]| {
     // 1. The parser.
     if let Ok(packet) = parse_packet(data) {
         let again = Message::parse(&packet.message.encode());
-        assert_eq!(again.as_ref(), Ok(&packet.message), "parse/encode/parse differs");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&packet.message),
+            "parse/encode/parse differs"
+        );
     }
 
     // 2. A responder session.
     let hello = hex(LINPHONE_HELLO);
     let commit = hex(LINPHONE_COMMIT);
-    for with_commit in [false, true] {
+    // The first byte picks the starting state: the Commit makes the session generate
+    // a DH3k key pair, which is slow under the sanitizer, so not every input does.
+    let with_commit = data.first().is_some_and(|b| b & 1 == 1);
+    {
         #[allow(clippy::disallowed_methods)] // the virtual clock's origin
         let start = Instant::now();
         let mut now = start;
@@ -126,7 +137,9 @@ fuzz_target!(|data: &[u8]| {
         }
         // Run out every timer: each deadline must move on or go away.
         for _ in 0..64 {
-            let Some(at) = session.poll_timeout() else { break };
+            let Some(at) = session.poll_timeout() else {
+                break;
+            };
             now = now.max(at);
             session.handle_timeout(now);
             drain(&mut session);
