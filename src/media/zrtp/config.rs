@@ -47,9 +47,11 @@ pub struct Config {
     /// The cache expiration interval we put in Confirm (RFC 6189 §5.7), in seconds;
     /// `u32::MAX` means "keep until evicted".
     pub cache_expiry: u32,
-    /// Longest time from start to Secure; then the session fails with a timeout.
+    /// Longest time from start to Secure; then the session fails with a timeout
+    /// (at most a day).
     pub handshake_timeout: Duration,
-    /// With [`RoleHint::Responder`], how long to wait for the peer's Commit.
+    /// With [`RoleHint::Responder`], how long to wait for the peer's Commit (at most a
+    /// day).
     pub responder_commit_delay: Duration,
 }
 

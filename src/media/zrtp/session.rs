@@ -97,6 +97,10 @@ enum SecretMatch {
 /// floods duplicates cannot make us queue more than this between two polls.
 const MAX_OUTBOX: usize = 16;
 
+/// Longest `handshake_timeout` or `responder_commit_delay` honoured: a day is far
+/// longer than any call setup, and short enough to add to any `Instant`.
+const MAX_CONFIGURED_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Bound of queued events, for the same reason (only a few can ever be raised).
 const MAX_EVENTS: usize = 16;
 
@@ -251,6 +255,9 @@ impl<R: RngCore + CryptoRng> Session<R> {
         config.auth_tags = or_mandatory(&config.auth_tags, AuthTag::Hs80);
         config.key_agreements = or_mandatory(&config.key_agreements, KeyAgreement::Dh3k);
         config.sas_types = or_mandatory(&config.sas_types, SasType::B32);
+        // Bounded so that `now + duration` cannot overflow (an `Instant` panics then).
+        config.handshake_timeout = config.handshake_timeout.min(MAX_CONFIGURED_WAIT);
+        config.responder_commit_delay = config.responder_commit_delay.min(MAX_CONFIGURED_WAIT);
         let chain = HashChain::random(&mut rng);
         let mut our_hello = Message::Hello(Hello {
             version: VERSION,

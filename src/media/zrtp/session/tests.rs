@@ -1536,3 +1536,20 @@ fn time_going_backwards_is_ignored_and_random_input_never_panics() {
         while b.poll_event().is_some() {}
     }
 }
+
+#[test]
+fn huge_configured_waits_do_not_overflow() {
+    let config = Config {
+        handshake_timeout: Duration::MAX,
+        responder_commit_delay: Duration::MAX,
+        ..Config::default()
+    };
+    let out = handshake(
+        config.clone(),
+        config,
+        RoleHint::Initiator,
+        RoleHint::Responder,
+        220,
+    );
+    assert_mirrored(&out);
+}
