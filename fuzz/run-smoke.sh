@@ -11,7 +11,7 @@
 # any target found anything or could not run. docs/fuzzing.md has the details.
 #
 # Time on a 2-core machine: about 1 min to install cargo-fuzz, 5 to 6 min for the
-# first build (less when fuzz/target is kept), then SECONDS per target (10 targets).
+# first build (less when fuzz/target is kept), then SECONDS per target (11 targets).
 set -euo pipefail
 
 seconds="${1:-20}"
@@ -22,7 +22,7 @@ fi
 
 fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cargo_fuzz_version="0.13.2"
-targets=(sip_message sip_endpoint sdp rtp dtmf srtp_unprotect sdes framing media_playout digest)
+targets=(sip_message sip_endpoint sdp rtp dtmf srtp_unprotect sdes framing media_playout digest zrtp)
 
 # cargo-fuzz drives nightly-only rustc flags (-Zsanitizer, sanitizer coverage); the
 # stable toolchain accepts them when told it is bootstrapping.

@@ -1,5 +1,5 @@
 //! Media plane building blocks: RTP, RFC 4733 events, in-band DTMF, codecs, loss
-//! concealment, the jitter buffer and the noise gate.
+//! concealment, the jitter buffer, the noise gate, SRTP and ZRTP key agreement.
 //!
 //! Everything here is sans-IO: packets and samples in, packets and samples out.
 
@@ -15,3 +15,4 @@ pub mod plc;
 pub mod resample;
 pub mod rtp;
 pub mod srtp;
+pub mod zrtp;
