@@ -145,7 +145,11 @@ impl Rooms {
         shard: usize,
         make: impl FnOnce() -> Room,
     ) -> Arc<SharedRoom> {
-        let shared = lock(&self.map)
+        // The part is marked while the map is held (the order `exit` takes them in
+        // too): a shard letting go at the same moment must not drop a room another
+        // shard is entering.
+        let mut map = lock(&self.map);
+        let shared = map
             .entry(room)
             .or_insert_with(|| Arc::new(SharedRoom::new(make(), self.shards)))
             .clone();
@@ -157,6 +161,7 @@ impl Rooms {
             }
         }
         drop(state);
+        drop(map);
         shared
     }
 
