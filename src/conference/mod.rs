@@ -34,7 +34,7 @@ mod tick;
 pub use member::{InbandDtmf, MediaParams, Member, RtpSeed, SrtpKeys};
 pub use span::Rooms;
 
-use crate::media::codec::{MAX_FRAME, MAX_PAYLOAD};
+use crate::media::codec::{Encoder, Format, MAX_FRAME, MAX_PAYLOAD};
 use crate::media::dtmf::Digit;
 use crate::media::gate::Voice;
 use crate::mixer::Mixer;
@@ -214,6 +214,9 @@ pub struct Conference {
     demux: Option<Demux>,
     /// Scratch: a copy of an unknown source's datagram for SRTP trials.
     trial: Box<[u8]>,
+    /// One encoded 20 ms frame of silence per format members here use (made when a
+    /// member with a new format arrives, never on the tick).
+    silence: Vec<(Format, Box<[u8]>)>,
 }
 
 impl Drop for Conference {
@@ -263,6 +266,7 @@ impl Conference {
             ticks: 0,
             demux: settings_shared.then(Demux::new),
             trial: vec![0; if settings_shared { TRIAL_BYTES } else { 0 }].into_boxed_slice(),
+            silence: Vec::new(),
         }
     }
 
@@ -323,7 +327,31 @@ impl Conference {
         };
         self.by_token.insert(token, slot);
         self.retrack(slot, Route::default());
+        self.encode_silence(slot);
         slot
+    }
+
+    /// Makes the shared silence frame for the format of the member in `slot`, if this
+    /// shard has none for it yet.
+    fn encode_silence(&mut self, slot: usize) {
+        let Some(format) = self
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map(|m| m.format)
+        else {
+            return;
+        };
+        if self.silence.iter().any(|(f, _)| *f == format) {
+            return;
+        }
+        let zeros = vec![0i16; format.frame_samples()];
+        let mut out = vec![0u8; MAX_PAYLOAD];
+        match Encoder::new(format).map(|mut e| e.encode(&zeros, &mut out)) {
+            Ok(Ok(len)) if len > 0 => self.silence.push((format, out[..len].into())),
+            // Without it the member's own encoder makes its silence, as before.
+            _ => self.counters.codec_errors += 1,
+        }
     }
 
     /// The member in `slot` was found by `before`; the shared port's table follows it.
@@ -660,6 +688,7 @@ impl Conference {
         m.update_media(now, media, &self.settings, &mut self.counters);
         let room = m.phase_room();
         self.retrack(slot, before);
+        self.encode_silence(slot);
         if let Some(room) = room {
             self.refresh_room(room);
         }

@@ -1165,3 +1165,35 @@ fn quiet_members_with_rfc_6464_levels_are_not_decoded_until_they_speak() {
     );
     assert_eq!(conf.counters().codec_errors, 0);
 }
+
+#[test]
+fn callers_between_prompts_share_one_encode_of_silence() {
+    let t0 = Instant::now();
+    let mut conf = Conference::new(settings(), prompts());
+    for n in 1..=10 {
+        conf.add_member(t0, CallToken::from_raw(u64::from(n)), media(n), seed(n))
+            .unwrap();
+    }
+    // The PIN prompt (three frames here) plays, then the IVR waits in silence.
+    let mut now = t0;
+    for _ in 0..5 {
+        now += TICK;
+        conf.handle_tick(now);
+        let _ = sent(&mut conf);
+    }
+    let before = conf.counters().encoder_runs;
+    for _ in 0..10 {
+        now += TICK;
+        conf.handle_tick(now);
+        let out = sent(&mut conf);
+        assert_eq!(out.len(), 10, "every caller gets a packet each tick");
+        for frame in out.values() {
+            assert_eq!(level(frame), 0, "silence");
+        }
+    }
+    assert_eq!(
+        conf.counters().encoder_runs,
+        before,
+        "silence was encoded per caller"
+    );
+}

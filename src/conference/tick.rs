@@ -278,6 +278,7 @@ impl Conference {
             counters,
             payload,
             finished,
+            silence,
             ..
         } = self;
         finished.clear();
@@ -319,6 +320,7 @@ impl Conference {
                 // A listener: the room's one encode for its format.
                 Some(bytes) => m.sender.write(bytes, step, &mut m.packet),
                 None => {
+                    let mut silent = false;
                     if !prompting {
                         let heard = match room.and_then(|r| rooms.get(&r)) {
                             // A speaker hears the mix minus itself (made by the mix).
@@ -342,19 +344,31 @@ impl Conference {
                             // listener whose shared encode failed: silence, never the
                             // last frame again.
                             m.out[..n].fill(0);
+                            silent = true;
                         }
                     }
-                    counters.encoder_runs += 1;
-                    let len = match m.encoder.encode(&m.out[..n], payload) {
-                        Ok(len) if len > 0 => len,
-                        _ => {
-                            counters.codec_errors += 1;
-                            m.sender.skip(step);
-                            m.paused = true;
-                            continue;
+                    // Silence is encoded once per format and sent to everyone who
+                    // hears nothing: a meeting start has many callers between prompts,
+                    // and an Opus encode each was what overloaded it.
+                    let cached = silent
+                        .then(|| silence.iter().find(|(f, _)| *f == m.format))
+                        .flatten();
+                    match cached {
+                        Some((_, bytes)) => m.sender.write(bytes, step, &mut m.packet),
+                        None => {
+                            counters.encoder_runs += 1;
+                            let len = match m.encoder.encode(&m.out[..n], payload) {
+                                Ok(len) if len > 0 => len,
+                                _ => {
+                                    counters.codec_errors += 1;
+                                    m.sender.skip(step);
+                                    m.paused = true;
+                                    continue;
+                                }
+                            };
+                            m.sender.write(&payload[..len], step, &mut m.packet)
                         }
-                    };
-                    m.sender.write(&payload[..len], step, &mut m.packet)
+                    }
                 }
             };
             m.packet_len = match written {
