@@ -11,7 +11,8 @@ use crate::media::inband_dtmf::InbandDtmfDetector;
 use crate::media::playout::PlayoutBuffer;
 use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
-use crate::media::srtp::{CryptoAttribute, SrtpContext};
+use crate::media::srtp::{CryptoAttribute, KeyMaterial, SrtpContext};
+use crate::media::zrtp::{SecureInfo, Session, ZrtpEvent};
 use crate::redact::CallToken;
 use crate::room::ivr::Ivr;
 use crate::room::playback::Playback;
@@ -132,7 +133,15 @@ pub struct Member {
     /// Whether signalling has been told that media arrived (once per call).
     pub(super) media_verified: bool,
     /// SRTP: the keys, and the inbound and outbound contexts made from them.
-    pub(super) srtp: Option<(SrtpKeys, SrtpContext, SrtpContext)>,
+    /// SRTP: the SDES keys they came from (`None`: from ZRTP), inbound, outbound.
+    pub(super) srtp: Option<(Option<SrtpKeys>, SrtpContext, SrtpContext)>,
+    /// The call's ZRTP exchange (RFC 6189), when the caller offered ZRTP. Until it is
+    /// secure the member's RTP is neither taken nor sent.
+    pub(super) zrtp: Option<Box<ZrtpSession>>,
+    /// ZRTP packets to send (the handshake's, a few).
+    pub(super) zrtp_out: Vec<Vec<u8>>,
+    /// The SRTP keys came from ZRTP: the SDP's keys no longer apply.
+    pub(super) zrtp_secure: bool,
     pub(super) send: bool,
     pub(super) receive: bool,
     pub(super) sender: RtpSender,
@@ -279,11 +288,27 @@ fn playout_for(settings: &ConferenceSettings, format: Format) -> PlayoutBuffer {
 }
 
 /// Builds the inbound and outbound contexts for a call's keys.
-fn srtp_contexts(keys: SrtpKeys) -> Option<(SrtpKeys, SrtpContext, SrtpContext)> {
+fn srtp_contexts(keys: SrtpKeys) -> Option<(Option<SrtpKeys>, SrtpContext, SrtpContext)> {
     let inbound = SrtpContext::inbound_for(&keys.remote).ok()?;
     let outbound = SrtpContext::outbound_for(&keys.local).ok()?;
-    Some((keys, inbound, outbound))
+    Some((Some(keys), inbound, outbound))
 }
+
+/// The inbound and outbound contexts for keys a ZRTP exchange agreed.
+fn zrtp_contexts(info: &SecureInfo) -> Option<(SrtpContext, SrtpContext)> {
+    let suite = info.srtp_suite()?;
+    let remote = KeyMaterial::new(suite, &info.keys.remote_key_and_salt()).ok()?;
+    let local = KeyMaterial::new(suite, &info.keys.local_key_and_salt()).ok()?;
+    let inbound = SrtpContext::new_inbound(suite, &remote).ok()?;
+    let outbound = SrtpContext::new_outbound(suite, &local).ok()?;
+    Some((inbound, outbound))
+}
+
+/// A call's ZRTP session (the bridge draws from the OS's generator).
+pub type ZrtpSession = Session<rand::rngs::OsRng>;
+
+/// ZRTP packets held for sending at most (a handshake sends one or two at a time).
+const ZRTP_QUEUE: usize = 8;
 
 /// What a received datagram meant for the member's call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +345,9 @@ impl Member {
             stale_source: None,
             media_verified: false,
             srtp,
+            zrtp: None,
+            zrtp_out: Vec::new(),
+            zrtp_secure: false,
             send: media.send,
             receive: media.receive,
             sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
@@ -374,7 +402,9 @@ impl Member {
         let new_srtp = match media.srtp {
             // Same keys: keep the contexts (and their rollover counters and replay windows).
             Some(keys) => match &self.srtp {
-                Some((current, _, _)) if *current == keys => None,
+                Some((Some(current), _, _)) if *current == keys => None,
+                // Keys agreed by ZRTP stay: the SDP's would be weaker (seen by every hop).
+                _ if self.zrtp_secure => None,
                 _ => Some(srtp_contexts(keys)),
             },
             None => None,
@@ -435,6 +465,58 @@ impl Member {
         }
     }
 
+    /// Whether the member waits for its ZRTP exchange (no audio either way until then).
+    pub(super) fn zrtp_pending(&self) -> bool {
+        self.zrtp.is_some() && !self.zrtp_secure
+    }
+
+    /// Takes what the ZRTP session has to send and what it has to say: on `Secure` the
+    /// member's SRTP keys are ZRTP's; on failure the call goes on as negotiated
+    /// (without ZRTP's guarantee).
+    pub(super) fn pump_zrtp(&mut self, counters: &mut MediaCounters) {
+        let Some(z) = self.zrtp.as_mut() else {
+            return;
+        };
+        while let Some(packet) = z.poll_transmit() {
+            if self.zrtp_out.len() < ZRTP_QUEUE {
+                self.zrtp_out.push(packet);
+            }
+        }
+        let mut failed = false;
+        while let Some(event) = z.poll_event() {
+            match event {
+                ZrtpEvent::Secure(info) => match zrtp_contexts(&info) {
+                    Some((inbound, outbound)) => {
+                        self.srtp = Some((None, inbound, outbound));
+                        self.zrtp_secure = true;
+                        counters.zrtp_secure += 1;
+                    }
+                    None => {
+                        counters.codec_errors += 1;
+                        failed = true;
+                    }
+                },
+                ZrtpEvent::Failed(_) => failed = true,
+                ZrtpEvent::PeerHello { .. } => {}
+            }
+        }
+        if failed && !self.zrtp_secure {
+            counters.zrtp_failed += 1;
+            self.zrtp = None;
+            self.zrtp_out.clear();
+        }
+    }
+
+    /// The ZRTP session's timer, if due.
+    pub(super) fn zrtp_timer(&mut self, now: Instant, counters: &mut MediaCounters) {
+        if let Some(z) = self.zrtp.as_mut() {
+            if z.poll_timeout().is_some_and(|t| t <= now) {
+                z.handle_timeout(now);
+                self.pump_zrtp(counters);
+            }
+        }
+    }
+
     /// The addresses the shared port finds this member by.
     pub(super) fn route(&self) -> super::demux::Route {
         super::demux::Route {
@@ -463,6 +545,20 @@ impl Member {
         counters: &mut MediaCounters,
     ) -> Received {
         let mut received = Received::default();
+        if crate::media::zrtp::is_zrtp(packet) {
+            // ZRTP shares the RTP port (RFC 6189 §5); it never latches and never plays.
+            if let Some(z) = self.zrtp.as_mut() {
+                if z.handle_packet(now, packet).is_ok() {
+                    self.last_rx = now;
+                }
+                self.pump_zrtp(counters);
+            }
+            return received;
+        }
+        if self.zrtp_pending() {
+            // Nothing of the caller's media is taken before ZRTP has keyed it.
+            return received;
+        }
         let len = match &mut self.srtp {
             Some((_, inbound, _)) => {
                 // Nothing about a packet is believed, and nothing is latched, before it

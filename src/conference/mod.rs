@@ -31,7 +31,7 @@ mod mix;
 mod span;
 mod tick;
 
-pub use member::{InbandDtmf, MediaParams, Member, RtpSeed, SrtpKeys};
+pub use member::{InbandDtmf, MediaParams, Member, RtpSeed, SrtpKeys, ZrtpSession};
 pub use span::Rooms;
 
 use crate::media::codec::{Encoder, Format, MAX_FRAME, MAX_PAYLOAD};
@@ -175,6 +175,10 @@ pub struct MediaCounters {
     pub codec_errors: u64,
     /// In-call controls used, by [`Control::ALL`] position.
     pub controls: [u64; Control::ALL.len()],
+    /// Calls whose ZRTP exchange went secure.
+    pub zrtp_secure: u64,
+    /// Calls whose ZRTP exchange failed (they go on without it).
+    pub zrtp_failed: u64,
 }
 
 /// One shard's members and rooms.
@@ -389,6 +393,18 @@ impl Conference {
         let slot = self.insert(member);
         self.run_ivr(now, slot);
         Some(slot)
+    }
+
+    /// Gives a member its call's ZRTP session (the caller offered ZRTP): from now on its
+    /// media waits for the exchange, whose first Hello goes out with the next packets.
+    pub fn attach_zrtp(&mut self, call: CallToken, session: Box<ZrtpSession>) {
+        let Some(&slot) = self.by_token.get(&call) else {
+            return;
+        };
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            m.zrtp = Some(session);
+            m.pump_zrtp(&mut self.counters);
+        }
     }
 
     /// Removes a member (hang-up); returns its slot so the caller can drop its socket.
@@ -860,6 +876,14 @@ impl Conference {
     pub fn drain_transmits(&mut self, mut send: impl FnMut(usize, SocketAddr, &[u8])) {
         for (slot, m) in self.slots.iter_mut().enumerate() {
             let Some(m) = m.as_mut() else { continue };
+            if !m.zrtp_out.is_empty() {
+                if let Some(dest) = m.remote {
+                    for packet in &m.zrtp_out {
+                        send(slot, dest, packet);
+                    }
+                }
+                m.zrtp_out.clear();
+            }
             if m.packet_len == 0 {
                 continue;
             }
@@ -887,3 +911,7 @@ mod shared_port_tests;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
 mod span_tests;
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant is the virtual clock's origin
+mod zrtp_tests;

@@ -43,6 +43,7 @@ impl Conference {
                     reason: HangupReason::MediaTimeout,
                 });
             }
+            m.zrtp_timer(now, &mut self.counters);
             if let Phase::Ivr(ivr) = &mut m.phase {
                 if ivr.poll_timeout().is_some_and(|t| t <= now) {
                     ivr.handle_timeout(now);
@@ -287,6 +288,12 @@ impl Conference {
                 continue;
             };
             m.packet_len = 0;
+            if m.zrtp_pending() {
+                // Nothing but ZRTP before its keys; the prompts wait for it.
+                m.sender.skip(m.format.timestamp_step());
+                m.paused = true;
+                continue;
+            }
             let n = m.format.frame_samples();
             let played = m.playback.next_frame(prompts, &mut m.out[..n]);
             let prompting = played.playing;

@@ -222,6 +222,8 @@ pub struct MediaConfig {
     pub encryption: Encryption,
     /// Accept SDES keys (which travel inside SIP) over UDP or TCP, not only over TLS.
     pub allow_sdes_without_tls: bool,
+    /// Answer ZRTP (RFC 6189) to callers who offer it (`a=zrtp-hash`).
+    pub zrtp: bool,
 }
 
 /// An audio codec the bridge speaks.
@@ -430,6 +432,8 @@ struct RawMedia {
     encryption: Encryption,
     #[serde(default)]
     allow_sdes_without_tls: bool,
+    #[serde(default = "answer_zrtp")]
+    zrtp: bool,
 }
 
 impl Default for RawMedia {
@@ -444,6 +448,7 @@ impl Default for RawMedia {
             codecs: default_codecs(),
             encryption: default_encryption(),
             allow_sdes_without_tls: false,
+            zrtp: true,
         }
     }
 }
@@ -451,6 +456,10 @@ impl Default for RawMedia {
 fn default_rtp_address() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1".to_string())
 }
+fn answer_zrtp() -> bool {
+    true
+}
+
 fn default_rtp_ports() -> Spanned<String> {
     Spanned::new(0..0, "30000-30999".to_string())
 }
@@ -853,6 +862,7 @@ impl Config {
                 codecs: raw.media.codecs.into_inner(),
                 encryption: raw.media.encryption,
                 allow_sdes_without_tls: raw.media.allow_sdes_without_tls,
+                zrtp: raw.media.zrtp,
             },
             mixer: MixerConfig {
                 interval_ms: 20,

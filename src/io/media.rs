@@ -14,7 +14,7 @@
 
 use crate::conference::{
     Conference, ConferenceEvent, ConferenceSettings, HangupReason, MediaParams, Member, RoomKey,
-    Rooms, RtpSeed,
+    Rooms, RtpSeed, ZrtpSession,
 };
 use crate::io::batch::{DatagramBatch, BATCH};
 use crate::metrics::ControlLabels;
@@ -57,6 +57,8 @@ pub enum ShardCommand {
         seed: RtpSeed,
         /// The caller's RTP socket (non-blocking); `None` on the shard's shared port.
         socket: Option<UdpSocket>,
+        /// The call's ZRTP exchange, when the caller offered ZRTP.
+        zrtp: Option<Box<ZrtpSession>>,
     },
     /// The call ended.
     Remove {
@@ -253,12 +255,18 @@ fn run(
                     media,
                     seed,
                     socket,
+                    zrtp,
                 } => {
                     if tombstones.remove(&call) {
                         continue;
                     }
                     match conf.add_member(now, call, media, seed) {
-                        Some(slot) => place(&mut sockets, slot, socket),
+                        Some(slot) => {
+                            place(&mut sockets, slot, socket);
+                            if let Some(z) = zrtp {
+                                conf.attach_zrtp(call, z);
+                            }
+                        }
                         None => {
                             let _ = events.send(ConferenceEvent::Hangup {
                                 call,

@@ -61,7 +61,12 @@ struct CallEntry {
     trunk: Option<TrunkId>,
     /// The room its dial-in target leads to: its PIN is checked against that room only.
     target_room: Option<RoomKey>,
+    /// Our `a=zrtp-hash`, when the call speaks ZRTP (repeated in re-INVITE answers).
+    zrtp_hash: Option<String>,
 }
+
+/// Peers whose ZRTP secrets are kept (the least recently seen is forgotten first).
+const ZRTP_PEERS_REMEMBERED: usize = 10_000;
 
 /// Members per room as signalling sees them, for the aggregate gauges.
 #[derive(Default)]
@@ -96,6 +101,10 @@ pub struct Signalling {
     verifier: PinVerifier,
     /// Digests of correct PINs of rooms in use.
     verified: VerifiedPins,
+    /// The bridge's ZRTP identity: drawn at start, in RAM only (docs/zrtp.md).
+    zid: crate::media::zrtp::Zid,
+    /// ZRTP secrets retained from earlier calls, in RAM only, shared by the calls.
+    zrtp_cache: crate::media::zrtp::RetainedSecrets,
     counters: CallCounters,
     metrics: Arc<Metrics>,
     guard: Guard,
@@ -162,6 +171,8 @@ impl Signalling {
             shards,
             verifier,
             verified,
+            zid: crate::media::zrtp::Zid::random(&mut rand::rngs::OsRng),
+            zrtp_cache: crate::media::zrtp::RetainedSecrets::new(ZRTP_PEERS_REMEMBERED),
             counters: CallCounters::default(),
             metrics,
             guard,
@@ -567,6 +578,8 @@ impl Signalling {
             remote: remote.clone(),
         });
         let session_id = rand::random::<u32>() as u64;
+        let crypto = srtp.as_ref().map(|k| k.local.clone());
+        let zrtp_hash = self.start_media(now, call, &n, srtp, (port, socket), session_id, incoming);
         let answer = Answer {
             offer: &sdp,
             negotiated: &n,
@@ -575,10 +588,10 @@ impl Signalling {
             session_id,
             version: 1,
             direction: n.offered_direction.answer(),
-            crypto: srtp.as_ref().map(|k| &k.local),
+            crypto: crypto.as_ref(),
+            zrtp_hash: zrtp_hash.as_deref(),
         }
         .render();
-        self.start_media(now, call, &n, srtp, (port, socket), session_id, incoming);
         self.endpoint.accept(now, call, &answer);
         self.admit_pin_free(call, incoming);
     }
@@ -728,7 +741,7 @@ impl Signalling {
         (port, socket): (u16, Option<std::net::UdpSocket>),
         session_id: u64,
         incoming: Incoming,
-    ) {
+    ) -> Option<String> {
         let Incoming {
             source,
             trunk,
@@ -753,11 +766,31 @@ impl Signalling {
             sequence: rand::random(),
             timestamp: rand::random(),
         };
+        // The caller speaks ZRTP: the exchange runs in the media path, keyed to this
+        // signalling by the hashes of the two Hellos (ours goes in the answer).
+        let zrtp = (self.config.media.zrtp && n.zrtp_hash.is_some()).then(|| {
+            let mut session = Box::new(crate::media::zrtp::Session::new(
+                crate::media::zrtp::RoleHint::Responder,
+                self.zid,
+                seed.ssrc,
+                crate::media::zrtp::Config::default(),
+                self.zrtp_cache.clone(),
+                now,
+                rand::rngs::OsRng,
+            ));
+            if let Some(theirs) = &n.zrtp_hash {
+                // A hash we cannot read binds nothing; the exchange still protects.
+                let _ = session.set_peer_hello_hash(now, theirs);
+            }
+            session
+        });
+        let zrtp_hash = zrtp.as_ref().map(|z| z.hello_hash());
         self.shards[shard].send(ShardCommand::Add {
             call,
             media,
             seed,
             socket,
+            zrtp,
         });
         self.calls.insert(
             call,
@@ -774,6 +807,7 @@ impl Signalling {
                 source,
                 trunk,
                 target_room: target,
+                zrtp_hash: zrtp_hash.clone(),
             },
         );
         if let Some(t) = trunk {
@@ -786,7 +820,8 @@ impl Signalling {
             .media_security
             .get_or_create(&SecurityLabels { mode })
             .inc();
-        tracing::info!(%call, codec = ?n.codec, media = ?mode, suite, "call answered");
+        tracing::info!(%call, codec = ?n.codec, media = ?mode, suite, zrtp = zrtp_hash.is_some(), "call answered");
+        zrtp_hash
     }
 
     fn on_reinvite(&mut self, now: Instant, call: CallToken, offer: &[u8], transport: Transport) {
@@ -797,6 +832,7 @@ impl Signalling {
         let (port, session_id, version) = (entry.port, entry.session_id, entry.sdp_version + 1);
         let previous = entry.srtp.clone();
         let trunk = entry.trunk;
+        let zrtp_hash = entry.zrtp_hash.clone();
         if offer.is_empty() {
             // An offer-less re-INVITE (a PBX after a transfer, or refreshing): our offer,
             // the codecs we take with the port and key the call already has; the answer
@@ -854,6 +890,7 @@ impl Signalling {
             version,
             direction: n.offered_direction.answer(),
             crypto: srtp.as_ref().map(|k| &k.local),
+            zrtp_hash: zrtp_hash.as_deref(),
         }
         .render();
         let media = self.media_params(&n, srtp.clone(), trunk);

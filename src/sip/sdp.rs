@@ -108,6 +108,9 @@ pub struct Media {
     pub fmtps: Vec<(u8, String)>,
     /// `a=extmap` entries (RFC 8285) the offerer will send: ID and extension URI.
     pub extmaps: Vec<(u8, String)>,
+    /// `a=zrtp-hash` value (after `zrtp-hash:`): the offerer speaks ZRTP and binds its
+    /// Hello to this signalling (RFC 6189 §8).
+    pub zrtp_hash: Option<String>,
 }
 
 /// The parts of a session description this bridge uses.
@@ -185,6 +188,7 @@ impl SessionDescription {
                         direction: Direction::SendRecv,
                         ptime: None,
                         crypto: Vec::new(),
+                        zrtp_hash: None,
                     });
                     media_direction.push(None);
                 }
@@ -235,6 +239,10 @@ impl SessionDescription {
                         // Bounded: a phone offers a handful of suites.
                         ("crypto", Some(arg)) if m.crypto.len() < 16 => {
                             m.crypto.push(arg.trim().to_string())
+                        }
+                        // "1.10 " and 64 hex digits; anything much longer is not one.
+                        ("zrtp-hash", Some(arg)) if arg.trim().len() <= 100 => {
+                            m.zrtp_hash = Some(arg.trim().to_string())
                         }
                         _ => {}
                     }
@@ -347,6 +355,8 @@ pub struct Negotiated {
     pub proto: String,
     /// The offerer's SDES key we take (the strongest usable suite), if SRTP.
     pub crypto: Option<CryptoAttribute>,
+    /// The offerer's `a=zrtp-hash`, if it speaks ZRTP.
+    pub zrtp_hash: Option<String>,
 }
 
 /// What the media policy allows for one offer.
@@ -484,6 +494,7 @@ pub fn negotiate(
             offered_direction: m.direction,
             proto: m.proto.clone(),
             crypto,
+            zrtp_hash: m.zrtp_hash.clone(),
         });
     }
     Err(refusal)
@@ -508,6 +519,8 @@ pub struct Answer<'a> {
     pub direction: Direction,
     /// Our SDES key, when the stream is SRTP.
     pub crypto: Option<&'a CryptoAttribute>,
+    /// Our `a=zrtp-hash` (the hash of our ZRTP Hello), when we answer ZRTP.
+    pub zrtp_hash: Option<&'a str>,
 }
 
 /// An address as SDP writes it after `IN` (RFC 8866 §5.7): `IP4 a.b.c.d` or `IP6 …`.
@@ -643,6 +656,9 @@ impl Answer<'_> {
             if let Some(c) = self.crypto {
                 let _ = write!(s, "a=crypto:{}\r\n", c.render());
             }
+            if let Some(h) = self.zrtp_hash {
+                let _ = write!(s, "a=zrtp-hash:{h}\r\n");
+            }
         }
         s
     }
@@ -725,6 +741,43 @@ a=sendrecv\r\n";
 
     /// Our plain-RTP answer on 127.0.0.1:30000, sendrecv.
     fn plain_answer(sdp: &SessionDescription, n: &Negotiated) -> String {
+        plain(sdp, n).render()
+    }
+
+    #[test]
+    fn a_zrtp_hash_is_read_from_the_offer_and_ours_goes_in_the_answer() {
+        let hash = "1.10 fe30efd02423cb054e50efd0248742ac7a52c8f91bc2df881ae642c371ba46df";
+        let offer = OFFER.replace(
+            "a=sendrecv\r\n",
+            &format!("a=sendrecv\r\na=zrtp-hash:{hash}\r\n"),
+        );
+        let sdp = SessionDescription::parse(offer.as_bytes()).unwrap();
+        let n = negotiate(&sdp, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert_eq!(n.zrtp_hash.as_deref(), Some(hash));
+        let ours = "1.10 0000000000000000000000000000000000000000000000000000000000000000";
+        let answer = Answer {
+            zrtp_hash: Some(ours),
+            ..plain(&sdp, &n)
+        }
+        .render();
+        assert!(
+            answer.contains(&format!("a=zrtp-hash:{ours}\r\n")),
+            "{answer}"
+        );
+        // Without one in the offer there is none in the answer, and nonsense is ignored.
+        let plain = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        let n = negotiate(&plain, &[Codec::Pcmu], &SecurityPolicy::PLAIN).unwrap();
+        assert!(n.zrtp_hash.is_none());
+        assert!(!plain_answer(&plain, &n).contains("zrtp-hash"));
+        let long = OFFER.replace(
+            "a=sendrecv\r\n",
+            &format!("a=sendrecv\r\na=zrtp-hash:1.10 {}\r\n", "a".repeat(200)),
+        );
+        let sdp = SessionDescription::parse(long.as_bytes()).unwrap();
+        assert!(sdp.media[1].zrtp_hash.is_none());
+    }
+
+    fn plain<'a>(sdp: &'a SessionDescription, n: &'a Negotiated) -> Answer<'a> {
         Answer {
             offer: sdp,
             negotiated: n,
@@ -734,8 +787,8 @@ a=sendrecv\r\n";
             version: 1,
             direction: Direction::SendRecv,
             crypto: None,
+            zrtp_hash: None,
         }
-        .render()
     }
 
     #[test]

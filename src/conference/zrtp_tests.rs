@@ -1,0 +1,163 @@
+//! ZRTP in the media path, in virtual time: a phone's ZRTP session against a member's;
+//! nothing of the call's audio flows before the exchange is secure, and afterwards
+//! both sides' audio is SRTP under the keys the exchange agreed.
+
+use super::tests::{addr, media, prompts, seed, settings, Tx, TICK};
+use super::*;
+use crate::media::g711::{ulaw_decode, ulaw_encode};
+use crate::media::rtp;
+use crate::media::srtp::{KeyMaterial, SrtpContext};
+use crate::media::zrtp::{self, RoleHint, SecureInfo, Zid, ZrtpEvent};
+use rand::SeedableRng;
+
+type Phone = zrtp::Session<rand::rngs::StdRng>;
+
+fn bridge_session(now: Instant) -> Box<ZrtpSession> {
+    Box::new(zrtp::Session::new(
+        RoleHint::Responder,
+        Zid([1; 12]),
+        seed(1).ssrc,
+        zrtp::Config::default(),
+        zrtp::RetainedSecrets::new(8),
+        now,
+        rand::rngs::OsRng,
+    ))
+}
+
+fn phone(now: Instant, seed_byte: u8) -> Phone {
+    zrtp::Session::new(
+        RoleHint::Initiator,
+        Zid([seed_byte; 12]),
+        0x5eed_0000 + u32::from(seed_byte),
+        zrtp::Config::default(),
+        zrtp::RetainedSecrets::new(8),
+        now,
+        rand::rngs::StdRng::seed_from_u64(u64::from(seed_byte)),
+    )
+}
+
+/// What the bridge sent to the phone's address this tick: ZRTP packets and RTP ones.
+fn split(conf: &mut Conference, to: SocketAddr) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut z, mut r) = (Vec::new(), Vec::new());
+    conf.drain_transmits(|_, dest, bytes| {
+        if dest == to {
+            if zrtp::is_zrtp(bytes) {
+                z.push(bytes.to_vec());
+            } else {
+                r.push(bytes.to_vec());
+            }
+        }
+    });
+    (z, r)
+}
+
+fn contexts(info: &SecureInfo) -> (SrtpContext, SrtpContext) {
+    let suite = info.srtp_suite().unwrap();
+    let local = KeyMaterial::new(suite, &info.keys.local_key_and_salt()).unwrap();
+    let remote = KeyMaterial::new(suite, &info.keys.remote_key_and_salt()).unwrap();
+    (
+        SrtpContext::new_outbound(suite, &local).unwrap(),
+        SrtpContext::new_inbound(suite, &remote).unwrap(),
+    )
+}
+
+#[test]
+fn a_zrtp_caller_hears_nothing_until_secure_then_talks_srtp_under_zrtps_keys() {
+    let t0 = Instant::now();
+    let mut conf = Conference::new(settings(), prompts());
+    let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+    let slot = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+    conf.attach_zrtp(a, bridge_session(t0));
+    conf.add_member(t0, b, media(2), seed(2)).unwrap();
+    conf.join(t0, a, 0);
+    conf.join(t0, b, 0);
+    let mut phone = phone(t0, 7);
+    let mut now = t0;
+    let mut phone_secure = None;
+    let mut tx = Tx::new(1);
+    for _ in 0..100 {
+        now += TICK;
+        // The phone also sends plain RTP meanwhile: it must not be taken.
+        conf.handle_rtp(now, slot, addr(1), &mut tx.audio(4000));
+        if phone.poll_timeout().is_some_and(|t| t <= now) {
+            phone.handle_timeout(now);
+        }
+        while let Some(p) = phone.poll_transmit() {
+            conf.handle_rtp(now, slot, addr(1), &mut p.clone());
+        }
+        conf.handle_tick(now);
+        let (z, r) = split(&mut conf, addr(1));
+        for p in &z {
+            let _ = phone.handle_packet(now, p);
+        }
+        while let Some(ev) = phone.poll_event() {
+            if let ZrtpEvent::Secure(info) = ev {
+                phone_secure = Some(info);
+            }
+        }
+        if phone_secure.is_none() {
+            assert!(r.is_empty(), "RTP was sent before ZRTP was secure");
+        } else {
+            break;
+        }
+    }
+    let info = phone_secure.expect("the exchange went secure");
+    assert_eq!(conf.counters().zrtp_secure, 1);
+    assert!(!info.sas.text().is_empty());
+    let (mut phone_out, mut phone_in) = contexts(&info);
+    let loud = ulaw_decode(ulaw_encode(4000));
+    let mut heard_by_b = 0;
+    let mut opened = 0;
+    for _ in 0..40 {
+        now += TICK;
+        let pkt = tx.audio(loud);
+        let mut buf = pkt.clone();
+        buf.resize(pkt.len() + 16, 0);
+        let n = phone_out.protect_rtp(&mut buf, pkt.len()).unwrap();
+        buf.truncate(n);
+        conf.handle_rtp(now, slot, addr(1), &mut buf);
+        conf.handle_tick(now);
+        conf.drain_transmits(|_, dest, bytes| {
+            if dest == addr(2) {
+                if let Ok((_, payload)) = rtp::parse(bytes) {
+                    if payload.iter().all(|&c| ulaw_decode(c) == loud) {
+                        heard_by_b += 1;
+                    }
+                }
+            } else if dest == addr(1) && !zrtp::is_zrtp(bytes) {
+                // What the bridge sends the phone opens with ZRTP's keys.
+                let mut copy = bytes.to_vec();
+                if phone_in.unprotect_rtp(&mut copy, bytes.len()).is_ok() {
+                    opened += 1;
+                }
+            }
+        });
+    }
+    assert!(
+        heard_by_b > 25,
+        "the ZRTP caller was not heard ({heard_by_b})"
+    );
+    assert!(opened > 35, "the bridge's SRTP did not open ({opened})");
+}
+
+#[test]
+fn a_caller_whose_zrtp_never_answers_goes_on_without_it() {
+    let t0 = Instant::now();
+    let mut conf = Conference::new(settings(), prompts());
+    let a = CallToken::from_raw(1);
+    let slot = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+    conf.attach_zrtp(a, bridge_session(t0));
+    let mut now = t0;
+    let mut tx = Tx::new(1);
+    let mut rtp_sent = 0;
+    // Hello is repeated for about 4 s, then the exchange gives up.
+    for _ in 0..300 {
+        now += TICK;
+        conf.handle_rtp(now, slot, addr(1), &mut tx.audio(0));
+        conf.handle_tick(now);
+        let (_, r) = split(&mut conf, addr(1));
+        rtp_sent += r.len();
+    }
+    assert_eq!(conf.counters().zrtp_failed, 1);
+    assert!(rtp_sent > 0, "the call never went on");
+}
