@@ -179,6 +179,22 @@ for n in $(seq 0 99); do
   en "number_$n" "$n"
 done
 
+# ZRTP: the security code (SAS) read to the caller after the PIN. B32 codes are four
+# characters of the alphabet ybndrfg8ejkmcpqxot1uwisza345h769: its letters by name
+# (its digits are the number_N files), an introduction, and the confirmation.
+for c in y b n d r f g e j k m c p q x o t u w i s z a h; do
+  de "sas_$c" "$c"
+  en "sas_$c" "$c"
+done
+de sas_intro            "Ihr Sicherheitscode lautet:"
+en sas_intro            "Your security code is:"
+de sas_confirm          "Wenn Ihr Telefon denselben Code zeigt, drücken Sie die Raute."
+en sas_confirm          "If your phone shows the same code, press hash."
+de sas_confirmed        "Code bestätigt."
+en sas_confirmed        "Code confirmed."
+de zrtp_required        "Diese Konferenz verlangt ein Telefon mit ZRTP-Verschlüsselung."
+en zrtp_required        "This conference requires a phone with ZRTP encryption."
+
 # Tones, no speech: the same file in both directories.
 two_tone "$OUTDIR/de/join.wav"  600 900   # join: rising
 two_tone "$OUTDIR/de/leave.wav" 900 600   # leave: the join tone reversed

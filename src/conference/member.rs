@@ -12,10 +12,11 @@ use crate::media::playout::PlayoutBuffer;
 use crate::media::resample::Resampler;
 use crate::media::rtp::{self, RtpSender};
 use crate::media::srtp::{CryptoAttribute, KeyMaterial, SrtpContext};
-use crate::media::zrtp::{SecureInfo, Session, ZrtpEvent};
+use crate::media::zrtp::{Sas, SecureInfo, Session, ZrtpEvent};
 use crate::redact::CallToken;
 use crate::room::ivr::Ivr;
 use crate::room::playback::Playback;
+use crate::room::prompts::Prompt;
 use crate::room::Dismissal;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -142,6 +143,14 @@ pub struct Member {
     pub(super) zrtp_out: Vec<Vec<u8>>,
     /// The SRTP keys came from ZRTP: the SDP's keys no longer apply.
     pub(super) zrtp_secure: bool,
+    /// The SAS of the ZRTP exchange, to read to the caller (never logged).
+    pub(super) sas: Option<Sas>,
+    /// The SAS was confirmed in an earlier call (the retained secret matched).
+    pub(super) sas_known: bool,
+    /// The SAS was read to the caller (once per call).
+    pub(super) sas_read: bool,
+    /// Until when `#` confirms the SAS just read.
+    pub(super) sas_confirm_until: Option<Instant>,
     pub(super) send: bool,
     pub(super) receive: bool,
     pub(super) sender: RtpSender,
@@ -310,6 +319,10 @@ pub type ZrtpSession = Session<rand::rngs::OsRng>;
 /// ZRTP packets held for sending at most (a handshake sends one or two at a time).
 const ZRTP_QUEUE: usize = 8;
 
+/// How long after the SAS read-out starts `#` confirms it: the read-out takes about
+/// 10 s, then the caller has a few seconds to compare and press.
+const SAS_CONFIRM_WINDOW: Duration = Duration::from_secs(20);
+
 /// What a received datagram meant for the member's call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Received {
@@ -348,6 +361,10 @@ impl Member {
             zrtp: None,
             zrtp_out: Vec::new(),
             zrtp_secure: false,
+            sas: None,
+            sas_known: false,
+            sas_read: false,
+            sas_confirm_until: None,
             send: media.send,
             receive: media.receive,
             sender: RtpSender::new(seed.ssrc, seed.sequence, seed.timestamp, media.payload_type),
@@ -489,6 +506,8 @@ impl Member {
                     Some((inbound, outbound)) => {
                         self.srtp = Some((None, inbound, outbound));
                         self.zrtp_secure = true;
+                        self.sas = Some(info.sas);
+                        self.sas_known = info.sas_verified_previously;
                         counters.zrtp_secure += 1;
                     }
                     None => {
@@ -505,6 +524,41 @@ impl Member {
             self.zrtp = None;
             self.zrtp_out.clear();
         }
+    }
+
+    /// Queues the read-out of the SAS (once per call, unless a retained secret says the
+    /// caller confirmed it before) and opens the window in which `#` confirms it.
+    pub(super) fn read_sas(&mut self, now: Instant) {
+        if self.sas_read || self.sas_known {
+            return;
+        }
+        let Some(prompts) = self.sas.as_ref().and_then(Prompt::sas) else {
+            return;
+        };
+        self.sas_read = true;
+        self.playback.enqueue(Prompt::SasIntro);
+        for p in prompts {
+            self.playback.enqueue(p);
+        }
+        self.playback.enqueue(Prompt::SasConfirm);
+        self.sas_confirm_until = Some(now + SAS_CONFIRM_WINDOW);
+    }
+
+    /// A key while the SAS may be confirmed: `#` first confirms it (true: the key is
+    /// used up); any other key closes the window and goes on to the room.
+    pub(super) fn confirm_sas(&mut self, now: Instant, digit: Digit) -> bool {
+        let Some(until) = self.sas_confirm_until.take() else {
+            return false;
+        };
+        if now > until || digit.as_char() != '#' {
+            return false;
+        }
+        if let Some(z) = self.zrtp.as_mut() {
+            z.set_sas_verified(now, true);
+        }
+        self.sas_known = true;
+        self.playback.enqueue(Prompt::SasConfirmed);
+        true
     }
 
     /// The ZRTP session's timer, if due.

@@ -633,6 +633,20 @@ impl Conference {
         if previous == Some(room) {
             return;
         }
+        let zrtp_required = self
+            .settings
+            .room_options
+            .get(room)
+            .is_some_and(|o| o.zrtp_required);
+        if let Some(m) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            if zrtp_required && !m.zrtp_secure {
+                // The room takes only media no SIP hop could key: the caller hears why.
+                m.phase = Phase::Leaving(Dismissal::NoZrtp);
+                m.playback
+                    .play_now(crate::room::prompts::Prompt::ZrtpRequired);
+                return;
+            }
+        }
         if let Some(old) = previous {
             self.leave_room(old, slot);
             self.leave_control(now, old, call);
@@ -668,6 +682,8 @@ impl Conference {
             return;
         };
         m.phase = Phase::Joined(room);
+        // A ZRTP caller hears its security code first (then the room's welcome).
+        m.read_sas(now);
         m.playout.reset();
         m.seen_resyncs = m.playout.resyncs();
         m.decoder.reset();
@@ -772,6 +788,9 @@ impl Conference {
             }
             Phase::Joined(room) => {
                 let (room, call) = (*room, m.token);
+                if m.confirm_sas(now, digit) {
+                    return;
+                }
                 let shard = self.shard;
                 self.room_handle(room)
                     .with_state(shard, &mut self.actions, |s| {

@@ -13,15 +13,49 @@ use rand::SeedableRng;
 type Phone = zrtp::Session<rand::rngs::StdRng>;
 
 fn bridge_session(now: Instant) -> Box<ZrtpSession> {
+    bridge_session_with(now, zrtp::RetainedSecrets::new(8))
+}
+
+fn bridge_session_with(now: Instant, cache: zrtp::RetainedSecrets) -> Box<ZrtpSession> {
     Box::new(zrtp::Session::new(
         RoleHint::Responder,
         Zid([1; 12]),
         seed(1).ssrc,
         zrtp::Config::default(),
-        zrtp::RetainedSecrets::new(8),
+        cache,
         now,
         rand::rngs::OsRng,
     ))
+}
+
+/// Runs the exchange between `phone` and the member in `slot` to Secure; returns the
+/// phone's view of it.
+fn exchange(
+    conf: &mut Conference,
+    slot: usize,
+    phone: &mut Phone,
+    now: &mut Instant,
+) -> SecureInfo {
+    for _ in 0..100 {
+        *now += TICK;
+        if phone.poll_timeout().is_some_and(|t| t <= *now) {
+            phone.handle_timeout(*now);
+        }
+        while let Some(p) = phone.poll_transmit() {
+            conf.handle_rtp(*now, slot, addr(1), &mut p.clone());
+        }
+        conf.handle_tick(*now);
+        let (z, _) = split(conf, addr(1));
+        for p in &z {
+            let _ = phone.handle_packet(*now, p);
+        }
+        while let Some(ev) = phone.poll_event() {
+            if let ZrtpEvent::Secure(info) = ev {
+                return info;
+            }
+        }
+    }
+    panic!("the exchange did not go secure");
 }
 
 fn phone(now: Instant, seed_byte: u8) -> Phone {
@@ -160,4 +194,80 @@ fn a_caller_whose_zrtp_never_answers_goes_on_without_it() {
     }
     assert_eq!(conf.counters().zrtp_failed, 1);
     assert!(rtp_sent > 0, "the call never went on");
+}
+
+#[test]
+fn the_bridge_reads_the_same_sas_after_the_pin_and_hash_confirms_it() {
+    use crate::media::dtmf::Digit;
+    use crate::room::prompts::Prompt;
+    let t0 = Instant::now();
+    let cache = zrtp::RetainedSecrets::new(8);
+    let mut conf = Conference::new(settings(), prompts());
+    let a = CallToken::from_raw(1);
+    let slot = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+    conf.attach_zrtp(a, bridge_session_with(t0, cache.clone()));
+    let mut phone = phone(t0, 9);
+    let mut now = t0;
+    let info = exchange(&mut conf, slot, &mut phone, &mut now);
+    // The PIN was right: the member joins and first hears its security code.
+    conf.join(now, a, 0);
+    let queued = conf.slots[slot].as_ref().unwrap().playback.queued();
+    let mut read = vec![Prompt::SasIntro];
+    read.extend(Prompt::sas(&info.sas).unwrap());
+    read.push(Prompt::SasConfirm);
+    assert_eq!(
+        queued[..read.len()],
+        read[..],
+        "the bridge read another SAS"
+    );
+    // `#` confirms it: the retained secret for this phone is marked verified.
+    assert!(!cache.is_verified(&Zid([9; 12])));
+    conf.handle_digit(now, a, Digit::from_char('#').unwrap());
+    assert!(cache.is_verified(&Zid([9; 12])));
+    assert!(conf.slots[slot]
+        .as_ref()
+        .unwrap()
+        .playback
+        .queued()
+        .contains(&Prompt::SasConfirmed));
+    // A second `#` is an ordinary key again.
+    conf.handle_digit(now, a, Digit::from_char('#').unwrap());
+}
+
+#[test]
+fn a_zrtp_required_room_refuses_a_caller_without_zrtp_and_takes_one_with_it() {
+    use crate::room::{Dismissal, RoomOptions};
+    let t0 = Instant::now();
+    let required = RoomOptions {
+        zrtp_required: true,
+        join_leave_tones: false,
+        ..RoomOptions::default()
+    };
+    let settings = ConferenceSettings {
+        room_options: Arc::from(vec![required; 4]),
+        ..settings()
+    };
+    let mut conf = Conference::new(settings, prompts());
+    let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+    let slot = conf.add_member(t0, a, media(1), seed(1)).unwrap();
+    conf.attach_zrtp(a, bridge_session(t0));
+    conf.add_member(t0, b, media(2), seed(2)).unwrap();
+    let mut phone = phone(t0, 3);
+    let mut now = t0;
+    exchange(&mut conf, slot, &mut phone, &mut now);
+    conf.join(now, a, 0);
+    conf.join(now, b, 0);
+    assert_eq!(conf.room_size(0), 1, "only the ZRTP caller is in");
+    let mut hangups = Vec::new();
+    for _ in 0..20 {
+        now += TICK;
+        conf.handle_tick(now);
+        conf.drain_transmits(|_, _, _| {});
+        while let Some(ev) = conf.poll_event() {
+            if let ConferenceEvent::Hangup { call, reason } = ev {
+                hangups.push((call, reason));
+            }
+        }
+    }
+    assert_eq!(hangups, vec![(b, HangupReason::Room(Dismissal::NoZrtp))]);
 }

@@ -47,6 +47,7 @@ pub(super) struct RawRoomOptions {
     join_leave_tones: Option<bool>,
     announce_count: Option<bool>,
     lecture_self_unmute: Option<bool>,
+    encryption: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +70,7 @@ pub(super) struct RawRoom {
     join_leave_tones: Option<bool>,
     announce_count: Option<bool>,
     lecture_self_unmute: Option<bool>,
+    encryption: Option<Spanned<String>>,
 }
 
 impl RawRoom {
@@ -82,6 +84,7 @@ impl RawRoom {
             join_leave_tones: self.join_leave_tones,
             announce_count: self.announce_count,
             lecture_self_unmute: self.lecture_self_unmute,
+            encryption: self.encryption.clone(),
         }
     }
 }
@@ -215,6 +218,19 @@ fn options(
             defaults.lecture_self_unmute,
             builtin.lecture_self_unmute,
         ),
+        zrtp_required: match room.encryption.as_ref().or(defaults.encryption.as_ref()) {
+            None => builtin.zrtp_required,
+            Some(e) if e.get_ref() == "zrtp-required" => true,
+            // The node's policy ([media] encryption) applies.
+            Some(e) if e.get_ref() == "media" => false,
+            Some(e) => {
+                return Err(v.invalid(
+                    e.span(),
+                    &format!("{key}.encryption"),
+                    "expected \"zrtp-required\" or \"media\" (the [media] policy)",
+                ))
+            }
+        },
     })
 }
 
@@ -351,6 +367,25 @@ mod tests {
 
     fn hash(pin: &str) -> String {
         cheap_hash_for_tests(pin, b"saltsalt")
+    }
+
+    #[test]
+    fn a_room_may_require_zrtp_and_nonsense_is_named() {
+        let text = format!(
+            "[[room]]\nid = \"a\"\npin = \"{}\"\nencryption = \"zrtp-required\"\n\
+             [[room]]\nid = \"b\"\npin = \"{}\"\n",
+            hash("11223344"),
+            hash("55667788")
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.rooms[0].options.zrtp_required);
+        assert!(!c.rooms[1].options.zrtp_required);
+        let bad = text.replace("zrtp-required", "zrtp");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("room[0].encryption") && e.contains("zrtp-required"),
+            "{e}"
+        );
     }
 
     #[test]

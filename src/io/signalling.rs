@@ -1018,6 +1018,9 @@ impl Signalling {
                     HangupReason::Room(Dismissal::Ended) => {
                         tracing::info!(%call, "room ended with its moderator; hanging up")
                     }
+                    HangupReason::Room(Dismissal::NoZrtp) => {
+                        tracing::info!(%call, "room requires ZRTP; hanging up")
+                    }
                 }
                 self.endpoint.hangup(Instant::now(), call);
                 self.drop_call(call);

@@ -73,6 +73,16 @@ impl Playback {
         }
     }
 
+    /// What plays and what waits, in order (tests look).
+    #[cfg(test)]
+    pub fn queued(&self) -> Vec<Prompt> {
+        self.current
+            .iter()
+            .map(|c| c.0)
+            .chain(self.queue.iter().copied())
+            .collect()
+    }
+
     /// Whether nothing plays or waits.
     pub fn is_idle(&self) -> bool {
         self.current.is_none() && self.queue.is_empty()

@@ -89,12 +89,25 @@ pub enum Prompt {
     NotAllowed,
     /// "more than ninety-nine"
     MoreThan99,
+    /// "Your security code is:" (ZRTP's SAS follows).
+    SasIntro,
+    /// "If your phone shows the same code, press hash."
+    SasConfirm,
+    /// "Code confirmed."
+    SasConfirmed,
+    /// "This conference requires a phone with ZRTP encryption."
+    ZrtpRequired,
     /// A number, 0 to 99.
     Number(u8),
+    /// A letter of the SAS alphabet (ZRTP B32), by its ASCII code.
+    SasLetter(u8),
 }
 
+/// The letters of ZRTP's B32 SAS alphabet (its digits are read as numbers).
+pub const SAS_LETTERS: &[u8; 24] = b"ybndrfgejkmcpqxotuwiszah";
+
 /// Every prompt but the numbers, in file order.
-const FIXED: [Prompt; 50] = [
+const FIXED: [Prompt; 54] = [
     Prompt::EnterPin,
     Prompt::WrongPin,
     Prompt::Goodbye,
@@ -144,6 +157,10 @@ const FIXED: [Prompt; 50] = [
     Prompt::MutedHint,
     Prompt::NotAllowed,
     Prompt::MoreThan99,
+    Prompt::SasIntro,
+    Prompt::SasConfirm,
+    Prompt::SasConfirmed,
+    Prompt::ZrtpRequired,
     Prompt::Number(0),
 ];
 
@@ -151,8 +168,8 @@ const FIXED: [Prompt; 50] = [
 pub const MAX_NUMBER: u8 = 99;
 
 impl Prompt {
-    /// Number of prompts (numbers included).
-    pub const COUNT: usize = FIXED.len() - 1 + MAX_NUMBER as usize + 1;
+    /// Number of prompts (numbers and SAS letters included).
+    pub const COUNT: usize = FIXED.len() - 1 + MAX_NUMBER as usize + 1 + SAS_LETTERS.len();
 
     /// Every prompt, in file order.
     pub fn all() -> impl Iterator<Item = Prompt> {
@@ -160,14 +177,37 @@ impl Prompt {
             .iter()
             .copied()
             .chain((0..=MAX_NUMBER).map(Prompt::Number))
+            .chain(SAS_LETTERS.iter().map(|&c| Prompt::SasLetter(c)))
     }
 
     /// Its place in [`Prompt::all`].
     fn index(self) -> usize {
+        let numbers = FIXED.len() - 1;
         match self {
-            Prompt::Number(n) => FIXED.len() - 1 + usize::from(n.min(MAX_NUMBER)),
+            Prompt::Number(n) => numbers + usize::from(n.min(MAX_NUMBER)),
+            Prompt::SasLetter(c) => {
+                let letter = SAS_LETTERS.iter().position(|&x| x == c).unwrap_or(0);
+                numbers + usize::from(MAX_NUMBER) + 1 + letter
+            }
             p => FIXED.iter().position(|&x| x == p).unwrap_or(0),
         }
+    }
+
+    /// The prompts that read a ZRTP SAS aloud: letters by name, digits as numbers
+    /// (`None` for a B256 SAS: its words have no prompts yet).
+    pub fn sas(sas: &crate::media::zrtp::Sas) -> Option<Vec<Prompt>> {
+        use crate::media::zrtp::sas::SasToken;
+        sas.tokens()
+            .into_iter()
+            .map(|t| match t {
+                SasToken::Letter(c) => u8::try_from(c)
+                    .ok()
+                    .filter(|b| SAS_LETTERS.contains(b))
+                    .map(Prompt::SasLetter),
+                SasToken::Digit(c) => c.to_digit(10).map(|d| Prompt::Number(d as u8)),
+                SasToken::Word(_) => None,
+            })
+            .collect()
     }
 
     /// File name (without directory) of this prompt.
@@ -213,6 +253,11 @@ impl Prompt {
             Prompt::MutedHint => "muted_hint.wav",
             Prompt::NotAllowed => "not_allowed.wav",
             Prompt::MoreThan99 => "more_than_99.wav",
+            Prompt::SasIntro => "sas_intro.wav",
+            Prompt::SasConfirm => "sas_confirm.wav",
+            Prompt::SasConfirmed => "sas_confirmed.wav",
+            Prompt::ZrtpRequired => "zrtp_required.wav",
+            Prompt::SasLetter(c) => return Cow::Owned(format!("sas_{}.wav", char::from(c))),
         };
         Cow::Borrowed(name)
     }

@@ -40,6 +40,8 @@ pub struct RoomOptions {
     pub announce_count: bool,
     /// In lecture mode, members may unmute themselves.
     pub lecture_self_unmute: bool,
+    /// Only callers whose media is keyed by ZRTP get in (`encryption = "zrtp-required"`).
+    pub zrtp_required: bool,
 }
 
 impl Default for RoomOptions {
@@ -53,6 +55,7 @@ impl Default for RoomOptions {
             join_leave_tones: true,
             announce_count: false,
             lecture_self_unmute: false,
+            zrtp_required: false,
         }
     }
 }
@@ -78,6 +81,8 @@ pub enum Dismissal {
     Removed,
     /// The last moderator left a room that ends with its moderator.
     Ended,
+    /// The room requires ZRTP and the caller's media is not keyed by it.
+    NoZrtp,
 }
 
 /// What the room asks of the shard.
