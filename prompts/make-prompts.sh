@@ -180,11 +180,33 @@ for n in $(seq 0 99); do
 done
 
 # ZRTP: the security code (SAS) read to the caller after the PIN. B32 codes are four
-# characters of the alphabet ybndrfg8ejkmcpqxot1uwisza345h769: its letters by name
-# (its digits are the number_N files), an introduction, and the confirmation.
+# characters of the alphabet ybndrfg8ejkmcpqxot1uwisza345h769: its letters as words of
+# the spelling alphabet (DIN 5009 / NATO: letter names alone are too alike on a phone,
+# "A" and "Ha", "C" and "P"), its digits the number_N files; an introduction, and the
+# confirmation.
+spell_de() {
+  case $1 in
+    a) echo Anton ;; b) echo Berta ;; c) echo Cäsar ;; d) echo Dora ;; e) echo Emil ;;
+    f) echo Friedrich ;; g) echo Gustav ;; h) echo Heinrich ;; i) echo Ida ;;
+    j) echo Julius ;; k) echo Kaufmann ;; m) echo Martha ;; n) echo Nordpol ;;
+    o) echo Otto ;; p) echo Paula ;; q) echo Quelle ;; r) echo Richard ;;
+    s) echo Samuel ;; t) echo Theodor ;; u) echo Ulrich ;; w) echo Wilhelm ;;
+    x) echo Xanthippe ;; y) echo Ypsilon ;; z) echo Zacharias ;;
+  esac
+}
+spell_en() {
+  case $1 in
+    a) echo Alfa ;; b) echo Bravo ;; c) echo Charlie ;; d) echo Delta ;; e) echo Echo ;;
+    f) echo Foxtrot ;; g) echo Golf ;; h) echo Hotel ;; i) echo India ;;
+    j) echo Juliett ;; k) echo Kilo ;; m) echo Mike ;; n) echo November ;;
+    o) echo Oscar ;; p) echo Papa ;; q) echo Quebec ;; r) echo Romeo ;;
+    s) echo Sierra ;; t) echo Tango ;; u) echo Uniform ;; w) echo Whiskey ;;
+    x) echo X-ray ;; y) echo Yankee ;; z) echo Zulu ;;
+  esac
+}
 for c in y b n d r f g e j k m c p q x o t u w i s z a h; do
-  de "sas_$c" "$c"
-  en "sas_$c" "$c"
+  de "sas_$c" "$(spell_de "$c")"
+  en "sas_$c" "$(spell_en "$c")"
 done
 de sas_intro            "Ihr Sicherheitscode lautet:"
 en sas_intro            "Your security code is:"

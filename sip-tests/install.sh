@@ -14,12 +14,14 @@
 #   openssl        sip-tests/selftest: certificate for the SIP/TLS stand-in
 #   kamailio, kamailio-tls-modules   sip-tests kamailio_did / kamailio_tls_did: the
 #                  bridge behind a SIP proxy (5.6, Debian 12), also over TLS
+#   linphone-cli   sip-tests linphonec_zrtp: linphonec 5.1 with ZRTP (bzrtp)
 # The bridge itself is built with cargo (Rust toolchain, not installed here); what
 # its build needs beyond Rust (cmake for libopus) comes from deploy/setup.sh, run first.
 set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/../deploy/setup.sh"
 PKGS=(sip-tester baresip-core sox python3 python3-numpy iproute2 coreutils)
 PKGS+=(strace libsrtp2-dev gcc libc6-dev tshark openssl kamailio kamailio-tls-modules)
+PKGS+=(linphone-cli)
 
 missing=()
 for p in "${PKGS[@]}"; do
