@@ -544,13 +544,14 @@ impl Member {
         self.sas_confirm_until = Some(now + SAS_CONFIRM_WINDOW);
     }
 
-    /// A key while the SAS may be confirmed: `#` first confirms it (true: the key is
-    /// used up); any other key closes the window and goes on to the room.
-    pub(super) fn confirm_sas(&mut self, now: Instant, digit: Digit) -> bool {
+    /// A key while the SAS may be confirmed: `confirm` (`#`, `[controls] sas_confirm`)
+    /// as the first key confirms it (true: the key is used up); any other key closes
+    /// the window and goes on to the room.
+    pub(super) fn confirm_sas(&mut self, now: Instant, digit: Digit, confirm: Digit) -> bool {
         let Some(until) = self.sas_confirm_until.take() else {
             return false;
         };
-        if now > until || digit.as_char() != '#' {
+        if now > until || digit != confirm {
             return false;
         }
         if let Some(z) = self.zrtp.as_mut() {

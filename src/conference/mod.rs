@@ -788,7 +788,7 @@ impl Conference {
             }
             Phase::Joined(room) => {
                 let (room, call) = (*room, m.token);
-                if m.confirm_sas(now, digit) {
+                if m.confirm_sas(now, digit, self.settings.keys.sas_confirm()) {
                     return;
                 }
                 let shard = self.shard;

@@ -271,3 +271,79 @@ fn a_zrtp_required_room_refuses_a_caller_without_zrtp_and_takes_one_with_it() {
     }
     assert_eq!(hangups, vec![(b, HangupReason::Room(Dismissal::NoZrtp))]);
 }
+
+#[test]
+fn zrtp_upgrades_an_sdes_call_and_the_sdes_keys_stop_working() {
+    use crate::media::srtp::{CryptoAttribute, KeyMaterial, Suite};
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::OsRng;
+    let phone_key = CryptoAttribute::parse(&format!(
+        "1 AES_CM_128_HMAC_SHA1_80 inline:{}",
+        KeyMaterial::generate(Suite::AesCm128HmacSha1_80, &mut rng).to_sdes_inline()
+    ))
+    .unwrap();
+    let keys = SrtpKeys {
+        remote: phone_key.clone(),
+        local: CryptoAttribute::answer_to(&phone_key, &mut rng),
+    };
+    let mut conf = Conference::new(settings(), prompts());
+    let (a, b) = (CallToken::from_raw(1), CallToken::from_raw(2));
+    let sdes = MediaParams {
+        srtp: Some(keys),
+        ..media(1)
+    };
+    let slot = conf.add_member(t0, a, sdes, seed(1)).unwrap();
+    conf.attach_zrtp(a, bridge_session(t0));
+    conf.add_member(t0, b, media(2), seed(2)).unwrap();
+    conf.join(t0, a, 0);
+    conf.join(t0, b, 0);
+    let mut phone = phone(t0, 5);
+    let mut now = t0;
+    let info = exchange(&mut conf, slot, &mut phone, &mut now);
+    let (mut zrtp_out, _) = contexts(&info);
+    let mut sdes_out = SrtpContext::outbound_for(&phone_key).unwrap();
+    let loud = ulaw_decode(ulaw_encode(4000));
+    let mut tx = Tx::new(1);
+    let protect = |ctx: &mut SrtpContext, pkt: Vec<u8>| {
+        let mut buf = pkt.clone();
+        buf.resize(pkt.len() + 16, 0);
+        let n = ctx.protect_rtp(&mut buf, pkt.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let rejected = conf.counters().srtp_rejected;
+    let mut heard_by_b = 0;
+    for i in 0..40 {
+        now += TICK;
+        // The SDES keys (seen by every SIP hop) no longer open anything.
+        if i % 4 == 0 {
+            conf.handle_rtp(
+                now,
+                slot,
+                addr(1),
+                &mut protect(&mut sdes_out, tx.audio(8000)),
+            );
+        }
+        conf.handle_rtp(
+            now,
+            slot,
+            addr(1),
+            &mut protect(&mut zrtp_out, tx.audio(loud)),
+        );
+        conf.handle_tick(now);
+        conf.drain_transmits(|_, dest, bytes| {
+            if dest == addr(2) {
+                if let Ok((_, payload)) = rtp::parse(bytes) {
+                    if payload.iter().all(|&c| ulaw_decode(c) == loud) {
+                        heard_by_b += 1;
+                    }
+                }
+            }
+        });
+    }
+    assert!(
+        heard_by_b > 25,
+        "the upgraded call was not heard ({heard_by_b})"
+    );
+    assert_eq!(conf.counters().srtp_rejected - rejected, 10);
+}

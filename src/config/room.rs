@@ -2,6 +2,7 @@
 //! bindings of `[controls]`.
 
 use super::{ConfigError, Validator};
+use crate::media::dtmf::Digit;
 use crate::room::dial_in::DialIn;
 use crate::room::keys::{Control, KeyMap, Sequence};
 use crate::room::pin::PinHash;
@@ -109,6 +110,7 @@ pub(super) struct RawControls {
     remove_last: Option<Spanned<String>>,
     mute_all: Option<Spanned<String>>,
     digit_timeout_secs: Option<Spanned<u64>>,
+    sas_confirm: Option<Spanned<String>>,
 }
 
 impl RawControls {
@@ -153,13 +155,29 @@ pub(super) fn key_map(raw: &RawControls, v: &Validator) -> Result<KeyMap, Config
         Some(t) => Duration::from_secs(*t.get_ref()),
         None => KeyMap::default().timeout(),
     };
-    KeyMap::new(&overrides, timeout).map_err(|e| {
+    let map = KeyMap::new(&overrides, timeout).map_err(|e| {
         v.invalid(
             first_span.unwrap_or(0..0),
             "controls",
             &format!("{e}; every binding must be complete before another could start"),
         )
-    })
+    })?;
+    let Some(text) = &raw.sas_confirm else {
+        return Ok(map);
+    };
+    let key = match text.get_ref().trim() {
+        k if k.chars().count() == 1 => k.chars().next().and_then(Digit::from_char),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        v.invalid(
+            text.span(),
+            "controls.sas_confirm",
+            "expected one key: 0-9, * or #",
+        )
+    })?;
+    map.with_sas_confirm(key)
+        .map_err(|e| v.invalid(text.span(), "controls.sas_confirm", &e.to_string()))
 }
 
 /// Options of one room: its own keys over the defaults over the built-in defaults.
@@ -367,6 +385,25 @@ mod tests {
 
     fn hash(pin: &str) -> String {
         cheap_hash_for_tests(pin, b"saltsalt")
+    }
+
+    #[test]
+    fn the_sas_confirmation_key_is_one_key_that_starts_no_control() {
+        let c = parse("[controls]\nsas_confirm = \"0\"\n").unwrap();
+        assert_eq!(c.controls.sas_confirm().as_char(), '0');
+        assert_eq!(parse("").unwrap().controls.sas_confirm().as_char(), '#');
+        // Every control starts with '*': it cannot confirm.
+        let e = parse("[controls]\nsas_confirm = \"*\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("controls.sas_confirm") && e.contains("starts"),
+            "{e}"
+        );
+        let e = parse("[controls]\nsas_confirm = \"##\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one key"), "{e}");
     }
 
     #[test]

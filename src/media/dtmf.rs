@@ -69,6 +69,9 @@ pub enum DtmfError {
 pub struct Digit(u8);
 
 impl Digit {
+    /// The `#` key.
+    pub const HASH: Digit = Digit(11);
+
     /// The digit for an RFC 4733 event code, or `None` for codes 16 and up
     /// (tones and signals that are not DTMF keys).
     pub fn from_event(code: u8) -> Option<Digit> {

@@ -101,6 +101,9 @@ pub enum BindingError {
     /// One binding starts another, so the longer one could never be typed.
     #[error("{0:?} and {1:?} overlap: one starts the other")]
     Prefix(String, String),
+    /// The key that confirms a ZRTP SAS starts a control's binding.
+    #[error("the SAS confirmation key {0:?} starts the binding {1:?}")]
+    SasConfirm(char, String),
 }
 
 impl Sequence {
@@ -150,6 +153,8 @@ impl std::fmt::Display for Sequence {
 pub struct KeyMap {
     bindings: Vec<(Control, Sequence)>,
     timeout: Duration,
+    /// The key that confirms a ZRTP SAS right after it was read (`#`).
+    sas_confirm: Digit,
 }
 
 impl Default for KeyMap {
@@ -164,6 +169,7 @@ impl Default for KeyMap {
         KeyMap {
             bindings,
             timeout: Duration::from_secs(3),
+            sas_confirm: Digit::HASH,
         }
     }
 }
@@ -192,6 +198,27 @@ impl KeyMap {
             }
         }
         Ok(map)
+    }
+
+    /// The same map with `key` confirming a ZRTP SAS; refused when a control's
+    /// binding starts with it (the window after the read-out would take that key).
+    pub fn with_sas_confirm(self, key: Digit) -> Result<KeyMap, BindingError> {
+        if let Some((_, seq)) = self
+            .bindings
+            .iter()
+            .find(|(_, s)| s.keys().first().map(|&k| char::from(k)) == Some(key.as_char()))
+        {
+            return Err(BindingError::SasConfirm(key.as_char(), seq.to_string()));
+        }
+        Ok(KeyMap {
+            sas_confirm: key,
+            ..self
+        })
+    }
+
+    /// The key that confirms a ZRTP SAS.
+    pub fn sas_confirm(&self) -> Digit {
+        self.sas_confirm
     }
 
     /// The sequence bound to `control`.
