@@ -45,7 +45,11 @@ def load_series():
             # The first load runs (2026-12-07), of a bridge since made faster.
             continue
         with open(os.path.join(RESULTS, name)) as f:
-            members, cpu = cpu_of(json.load(f))
+            doc = json.load(f)
+        if doc.get("result", "ok") != "ok":
+            # A SIPp case that failed its own checks (e.g. a busy core) is no figure.
+            continue
+        members, cpu = cpu_of(doc)
         if members and cpu:
             series.setdefault(line, {}).setdefault(int(members), []).append(float(cpu))
     # The mean of repeated runs per point.
