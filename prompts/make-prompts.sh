@@ -208,6 +208,15 @@ for c in y b n d r f g e j k m c p q x o t u w i s z a h; do
   de "sas_$c" "$(spell_de "$c")"
   en "sas_$c" "$(spell_en "$c")"
 done
+# B256 codes are two words of the PGP word list (English in both languages, read by
+# the English voice): pgp_<word>.wav, the words taken from the bridge's own list.
+PGP_WORDS="$(dirname "${BASH_SOURCE[0]}")/../src/media/zrtp/pgp_words.rs"
+[ -f "$PGP_WORDS" ] || { echo "make-prompts: $PGP_WORDS not found" >&2; exit 1; }
+for w in $(grep -o '"[A-Za-z]*",' "$PGP_WORDS" | tr -d '",'); do
+  lw=$(echo "$w" | tr '[:upper:]' '[:lower:]')
+  en "pgp_$lw" "$w"
+  cp "$OUTDIR/en/pgp_$lw.wav" "$OUTDIR/de/pgp_$lw.wav"
+done
 de sas_intro            "Ihr Sicherheitscode lautet:"
 en sas_intro            "Your security code is:"
 de sas_confirm          "Wenn Ihr Telefon denselben Code zeigt, drücken Sie die Raute."

@@ -101,7 +101,12 @@ pub enum Prompt {
     Number(u8),
     /// A letter of the SAS alphabet (ZRTP B32), by its ASCII code.
     SasLetter(u8),
+    /// A word of the PGP word list (ZRTP B256): 0–255 the even list, 256–511 the odd.
+    SasWord(u16),
 }
+
+/// Words of the PGP word list (ZRTP B256 SAS): 256 even and 256 odd.
+const SAS_WORDS: usize = 512;
 
 /// The letters of ZRTP's B32 SAS alphabet (its digits are read as numbers).
 pub const SAS_LETTERS: &[u8; 24] = b"ybndrfgejkmcpqxotuwiszah";
@@ -168,8 +173,9 @@ const FIXED: [Prompt; 54] = [
 pub const MAX_NUMBER: u8 = 99;
 
 impl Prompt {
-    /// Number of prompts (numbers and SAS letters included).
-    pub const COUNT: usize = FIXED.len() - 1 + MAX_NUMBER as usize + 1 + SAS_LETTERS.len();
+    /// Number of prompts (numbers, SAS letters and words included).
+    pub const COUNT: usize =
+        FIXED.len() - 1 + MAX_NUMBER as usize + 1 + SAS_LETTERS.len() + SAS_WORDS;
 
     /// Every prompt, in file order.
     pub fn all() -> impl Iterator<Item = Prompt> {
@@ -178,6 +184,7 @@ impl Prompt {
             .copied()
             .chain((0..=MAX_NUMBER).map(Prompt::Number))
             .chain(SAS_LETTERS.iter().map(|&c| Prompt::SasLetter(c)))
+            .chain((0..SAS_WORDS as u16).map(Prompt::SasWord))
     }
 
     /// Its place in [`Prompt::all`].
@@ -189,12 +196,19 @@ impl Prompt {
                 let letter = SAS_LETTERS.iter().position(|&x| x == c).unwrap_or(0);
                 numbers + usize::from(MAX_NUMBER) + 1 + letter
             }
+            Prompt::SasWord(w) => {
+                numbers
+                    + usize::from(MAX_NUMBER)
+                    + 1
+                    + SAS_LETTERS.len()
+                    + usize::from(w).min(SAS_WORDS - 1)
+            }
             p => FIXED.iter().position(|&x| x == p).unwrap_or(0),
         }
     }
 
-    /// The prompts that read a ZRTP SAS aloud: letters by name, digits as numbers
-    /// (`None` for a B256 SAS: its words have no prompts yet).
+    /// The prompts that read a ZRTP SAS aloud: B32 letters as spelling words, digits
+    /// as numbers, B256 as its two PGP words.
     pub fn sas(sas: &crate::media::zrtp::Sas) -> Option<Vec<Prompt>> {
         use crate::media::zrtp::sas::SasToken;
         sas.tokens()
@@ -205,7 +219,9 @@ impl Prompt {
                     .filter(|b| SAS_LETTERS.contains(b))
                     .map(Prompt::SasLetter),
                 SasToken::Digit(c) => c.to_digit(10).map(|d| Prompt::Number(d as u8)),
-                SasToken::Word(_) => None,
+                SasToken::Word(w) => crate::media::zrtp::sas::word_index(w)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .map(Prompt::SasWord),
             })
             .collect()
     }
@@ -258,6 +274,10 @@ impl Prompt {
             Prompt::SasConfirmed => "sas_confirmed.wav",
             Prompt::ZrtpRequired => "zrtp_required.wav",
             Prompt::SasLetter(c) => return Cow::Owned(format!("sas_{}.wav", char::from(c))),
+            Prompt::SasWord(w) => {
+                let word = crate::media::zrtp::sas::word(usize::from(w)).unwrap_or("aardvark");
+                return Cow::Owned(format!("pgp_{}.wav", word.to_ascii_lowercase()));
+            }
         };
         Cow::Borrowed(name)
     }
@@ -353,6 +373,37 @@ fn load_wav(path: &Path) -> Result<Vec<i16>, PromptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sas_is_read_as_spelling_words_and_numbers_or_as_two_pgp_words() {
+        use crate::media::zrtp::{Sas, SasType};
+        // Every B32 character: the first of four, five bits each.
+        for v in 0..32u32 {
+            let sas = Sas::new(SasType::B32, v << 27);
+            let read = Prompt::sas(&sas).unwrap();
+            assert_eq!(read.len(), 4);
+            let first = sas.text().chars().next().unwrap();
+            let expected = match first.to_digit(10) {
+                Some(d) => Prompt::Number(d as u8),
+                None => Prompt::SasLetter(first as u8),
+            };
+            assert_eq!(read[0], expected, "{}", sas.text());
+        }
+        for v in [0x0000_0000, 0x01fe_0000, 0xffff_0000u32] {
+            let sas = Sas::new(SasType::B256, v);
+            let read = Prompt::sas(&sas).unwrap();
+            let names: Vec<String> = read.iter().map(|p| p.file_name().into_owned()).collect();
+            let words: Vec<String> = sas
+                .text()
+                .split(' ')
+                .map(|w| format!("pgp_{}.wav", w.to_ascii_lowercase()))
+                .collect();
+            assert_eq!(names, words);
+            assert!(
+                matches!(read[..], [Prompt::SasWord(a), Prompt::SasWord(b)] if a < 256 && b >= 256)
+            );
+        }
+    }
 
     #[test]
     fn shipped_prompts_load_in_both_languages() {

@@ -18,6 +18,22 @@ const B32_ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 /// Characters a B32 SAS shows: 20 bits, 5 per character.
 const B32_CHARS: usize = 4;
 
+/// Word `i` of the PGP word list: 0–255 the even words, 256–511 the odd ones.
+pub fn word(i: usize) -> Option<&'static str> {
+    match i {
+        0..=255 => pgp_words::EVEN.get(i).copied(),
+        _ => pgp_words::ODD.get(i - 256).copied(),
+    }
+}
+
+/// Where `w` is in the PGP word list, as [`word`] counts.
+pub fn word_index(w: &str) -> Option<usize> {
+    pgp_words::EVEN
+        .iter()
+        .position(|&x| x == w)
+        .or_else(|| pgp_words::ODD.iter().position(|&x| x == w).map(|i| 256 + i))
+}
+
 /// A rendered SAS.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Sas {
