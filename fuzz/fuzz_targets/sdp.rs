@@ -85,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
                     version: u64::MAX,
                     direction: n.offered_direction.answer(),
                     crypto: ours.as_ref(),
+                    zrtp_hash: None,
                 }
                 .render();
                 check_answer(&text, &offer, &n, codecs, &policy);
